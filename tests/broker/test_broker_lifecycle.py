@@ -1,0 +1,94 @@
+"""MosquittoBroker's lifecycle: persistence across restarts, SIGKILL, live provisioning."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from smartlocker.embedded import BrokerError, MosquittoBroker
+from smartlocker.protocol import Channel, TopicScheme
+from tests.support.mqtt import NOT_AUTHORIZED, MqttTestClient, connected
+
+SCHEME = TopicScheme("lockers")
+STATUS = SCHEME.topic("cab-a", Channel.STATUS)
+
+
+def _connected(broker, **kwargs):
+    return connected(broker.host, broker.port, **kwargs)
+
+
+def _publish_retained(broker, payload):
+    with _connected(broker) as client:
+        assert not client.publish(STATUS, payload, qos=1, retain=True).is_failure
+
+
+def test_retained_message_survives_stop_and_start(fresh_broker):
+    payload = uuid.uuid4().hex.encode()
+    _publish_retained(fresh_broker, payload)
+    fresh_broker.stop()
+    assert not fresh_broker.running
+    fresh_broker.start()
+    with _connected(fresh_broker) as client:
+        assert client.subscribe(STATUS).value == 1
+        msg = client.expect()
+        assert (msg.topic, msg.payload, msg.retain) == (str(STATUS), payload, True)
+
+
+def test_persistent_session_survives_restart(fresh_broker):
+    commands = SCHEME.topic("cab-a", Channel.COMMANDS)
+    cabinet = MqttTestClient(fresh_broker.host, fresh_broker.port, client_id="cab-a")
+    with cabinet:
+        assert cabinet.connect(clean_start=False).value == 0
+        assert cabinet.subscribe(commands, qos=1).value == 1
+    with _connected(fresh_broker) as cloud:
+        assert cloud.publish(commands, b"queued while offline", qos=1).value == 0  # 0x10 if lost
+    fresh_broker.restart()
+    cabinet = MqttTestClient(fresh_broker.host, fresh_broker.port, client_id="cab-a")
+    with cabinet:
+        assert cabinet.connect(clean_start=False).value == 0
+        msg = cabinet.expect()
+        assert (msg.topic, msg.payload) == (str(commands), b"queued while offline")
+
+
+def test_kill_then_restart_keeps_the_port_and_loses_unsaved_state(fresh_broker):
+    port, url = fresh_broker.port, fresh_broker.url
+    _publish_retained(fresh_broker, b"never saved")
+    fresh_broker.kill()
+    assert not fresh_broker.running
+    fresh_broker.restart()
+    assert fresh_broker.running
+    assert (fresh_broker.port, fresh_broker.url) == (port, url)
+    with _connected(fresh_broker) as client:
+        assert client.subscribe(STATUS).value == 1
+        # SIGKILL gave mosquitto no chance to write its database: the retained
+        # message is gone (a marker retained afterwards arrives first).
+        assert client.publish(STATUS, b"marker", qos=1, retain=True).value == 0
+        assert client.expect().payload == b"marker"
+
+
+def test_add_user_provisions_a_cabinet_without_restart(tmp_path):
+    with MosquittoBroker(tmp_path, users={"cloud": "cloud-pw"}, cloud_users=["cloud"]) as broker:
+        pid = broker.pid
+        refused = MqttTestClient(broker.host, broker.port, username="cab-new", password="pw")
+        with refused:
+            assert refused.connect().value == NOT_AUTHORIZED
+        broker.add_user("cab-new", "pw")
+        assert broker.pid == pid
+        with _connected(broker, username="cab-new", password="pw") as cabinet:
+            own = SCHEME.topic("cab-new", Channel.EVENTS)
+            other = SCHEME.topic("cab-a", Channel.EVENTS)
+            assert not cabinet.publish(own, b"hello", qos=1).is_failure  # 0x10: nobody listens
+            assert cabinet.publish(other, b"forged", qos=1).value == NOT_AUTHORIZED
+
+
+def test_start_failure_reports_the_log(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        broker = MosquittoBroker(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(BrokerError, match="Address already in use") as info:
+            broker.start(timeout=5)
+    assert not broker.running
+    assert "exited" in str(info.value)
