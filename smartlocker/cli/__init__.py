@@ -18,6 +18,7 @@ __all__ = ["main"]
 
 #: name → "module:attribute" of each subcommand (a click command or group).
 SUBCOMMANDS: dict[str, str] = {
+    "db": "smartlocker.cli.db_cmd:db",
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
 }
 

@@ -1,0 +1,1 @@
+"""SQL migration files, applied in name order by :mod:`smartlocker.cloud.db.migrate`."""
