@@ -19,6 +19,7 @@ __all__ = ["main"]
 #: name → "module:attribute" of each subcommand (a click command or group).
 SUBCOMMANDS: dict[str, str] = {
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
+    "edge": "smartlocker.cli.edge_cmd:edge",
 }
 
 
