@@ -142,7 +142,7 @@ def test_broker_sigkill_cycles_lose_nothing(
         world.stop()
         agent.stop("test over")
         factory.reset()
-    last_seq, depth, integrity = db_state(config.database_path)
+    last_seq, _depth, integrity = db_state(config.database_path)
     assert integrity == "ok"
     assert cloud.gaps == []
     assert [e.seq for e in cloud.events] == list(range(1, len(cloud.events) + 1))
