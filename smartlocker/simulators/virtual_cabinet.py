@@ -11,6 +11,7 @@ it), which makes door and alarm events flow.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import threading
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--open-after", type=float, default=0.05)
     parser.add_argument("--hold", type=float, default=0.2)
     parser.add_argument("--no-kiosk", action="store_true")
+    parser.add_argument(
+        "--pin-report", type=Path, help="at exit, write every lock pin's history (JSON) here"
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -143,6 +147,14 @@ def main(argv: list[str] | None = None) -> None:
         run_until_signal(agent)
     finally:
         world.stop()
+        if args.pin_report is not None:
+            history = {
+                str(c.lock_pin): [
+                    (s.timestamp, bool(s.state)) for s in factory.pin(c.lock_pin).states
+                ]
+                for c in config.compartments
+            }
+            args.pin_report.write_text(json.dumps(history))
 
 
 def _start_world_when_ready(agent: Agent, world: VirtualWorld) -> None:
