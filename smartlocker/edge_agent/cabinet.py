@@ -204,7 +204,7 @@ class Cabinet:
 
     def _emit(self, model: type[BaseModel], **fields: Any) -> BaseModel:
         def build(seq: int) -> tuple[BaseModel, bytes]:
-            message = model(cabinet=self.config.cabinet, seq=seq, **fields)
+            message = model(cabinet=self.config.cabinet, seq=seq, ts=self.clock.now(), **fields)
             return message, encode(message)
 
         message = self.store.append_event(build)
