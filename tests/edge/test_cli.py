@@ -1,0 +1,47 @@
+"""``smartlocker edge run``: starts the agent, stops cleanly on SIGTERM, explains bad configs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.edge import toml_out
+from tests.edge.conftest import config_dict
+
+CLI = [sys.executable, "-c", "from smartlocker.cli import main; main()"]
+
+
+def test_edge_run_until_sigterm(tmp_path, public_key_file, mqtt_broker, make_cloud) -> None:
+    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url)
+    config = toml_out.write(tmp_path / "cabinet.toml", data)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    proc = subprocess.Popen(
+        [*CLI, "--log-level", "INFO", "edge", "run", "--config", str(config)],
+        env=dict(os.environ, GPIOZERO_PIN_FACTORY="mock"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        cloud.wait_event("boot", timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    cloud.wait_event("shutdown")
+    assert cloud.events_of("shutdown")[0].reason == "SIGTERM"
+    assert b"stopped (SIGTERM)" in stderr
+
+
+def test_edge_run_with_a_broken_config(tmp_path) -> None:
+    bad = tmp_path / "cabinet.toml"
+    bad.write_text('cabinet = "cab-a"\n')
+    result = subprocess.run(
+        [*CLI, "edge", "run", "--config", str(bad)], capture_output=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert b"invalid cabinet config" in result.stderr
+    assert b"mqtt_url" in result.stderr
+    assert b"Traceback" not in result.stderr
