@@ -32,6 +32,7 @@ from smartlocker.protocol import (
     CodeRejected,
     CodeRejectReason,
     CompartmentReport,
+    DesiredState,
     DoorClosed,
     DoorOpened,
     DoorState,
@@ -197,8 +198,8 @@ class Cabinet:
         except ProtocolError as exc:
             logger.error("stored desired state no longer verifies (%s); starting empty", exc)
             return
-        if hasattr(state, "codes"):
-            self.desired = DesiredView.of(state)  # type: ignore[arg-type]
+        if isinstance(state, DesiredState) and state.cabinet == self.config.cabinet:
+            self.desired = DesiredView.of(state)
 
     # -- events -------------------------------------------------------------------
 

@@ -310,4 +310,4 @@ class Link:
             )
             with self._send_mutex:
                 self._rewind()
-        self.pump()
+            self.pump()

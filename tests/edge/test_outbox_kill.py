@@ -79,6 +79,8 @@ def test_agent_sigkill_cycles_lose_nothing(
             _, stderr = proc.communicate(timeout=10)
         assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
         assert cloud.gaps == [], cloud.gaps
+        if db_path.exists():
+            assert db_state(db_path)[2] == "ok"
     # A last, clean run delivers whatever is left.
     boots = len(cloud.events_of("boot"))
     proc = spawn(config_path)
