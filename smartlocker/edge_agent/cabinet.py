@@ -323,6 +323,9 @@ class Cabinet:
     def handle_command(self, payload: bytes, *, retained: bool = False) -> None:
         """One delivery on ``commands``: verify everything, then at most one pulse."""
         with self.mutex:
+            if not self._open:
+                logger.warning("command ignored: the agent is stopping")
+                return
             now = self.clock.now()
             verdict = verify_command(
                 payload,

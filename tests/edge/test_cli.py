@@ -13,8 +13,10 @@ from tests.edge.conftest import config_dict
 CLI = [sys.executable, "-c", "from smartlocker.cli import main; main()"]
 
 
-def test_edge_run_until_sigterm(tmp_path, public_key_file, mqtt_broker, make_cloud) -> None:
-    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url)
+def test_edge_run_until_sigterm(
+    tmp_path, public_key_file, mqtt_broker, make_cloud, cabinet_id
+) -> None:
+    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url, cabinet=cabinet_id)
     config = toml_out.write(tmp_path / "cabinet.toml", data)
     cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
     proc = subprocess.Popen(

@@ -10,10 +10,12 @@ def test_tls_credentials_acl_and_commands(secure_broker, make_config, agents, ma
     config = make_config(
         f"mqtts://cab-a:{password}@127.0.0.1:{secure_broker.tls_port}",
         mqtt_ca_file=str(secure_broker.ca),
+        cabinet="cab-a",
     )
     cloud = make_cloud(
         secure_broker.host,
         secure_broker.port,
+        cabinet="cab-a",
         username="cloud",
         password=secure_broker.passwords["cloud"],
     )
@@ -33,6 +35,7 @@ def test_wrong_password_keeps_retrying_and_serves_offline(
     config = make_config(
         f"mqtts://cab-a:wrong@127.0.0.1:{secure_broker.tls_port}",
         mqtt_ca_file=str(secure_broker.ca),
+        cabinet="cab-a",
     )
     agent = agents(config)
     assert agent.link is not None
@@ -83,3 +86,20 @@ def test_unreceipted_events_are_sent_again_in_order(
     assert agent.store is not None
     depth = agent.cabinet.call(agent.store.outbox_depth)
     assert depth == cloud.committed  # nothing dropped without a receipt
+
+
+def test_persistent_session_delivers_commands_sent_while_the_agent_was_away(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+):
+    config = make_config(mqtt_broker.url)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(config)
+    cloud.wait_event("boot")
+    agent.stop("away")
+    cloud.wait(lambda: not cloud.statuses[-1][0].online, what="offline status")
+    command = cloud.unlock_command("a3")
+    cloud.send(command)  # queued by the broker in the agent's session
+    agents(config)
+    (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
+    assert unlocked.compartment == "a3"
+    cloud.wait(lambda: cloud.statuses[-1][0].online, what="birth again")

@@ -93,9 +93,11 @@ def test_door_sensor_reads_open_per_wiring(config, pull, open_high, level_when_o
         factory.reset()
 
 
-def test_no_pulse_at_boot_restart_or_sigterm(tmp_path, public_key_file, make_cloud, mqtt_broker):
+def test_no_pulse_at_boot_restart_or_sigterm(
+    tmp_path, public_key_file, make_cloud, mqtt_broker, cabinet_id
+):
     """The real process (virtual cabinet) started, stopped with SIGTERM, restarted."""
-    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url)
+    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url, cabinet=cabinet_id)
     config_path = toml_out.write(tmp_path / "cabinet.toml", data)
     cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
     for run in range(2):
