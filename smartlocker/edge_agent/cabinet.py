@@ -136,6 +136,8 @@ class Cabinet:
         self.sensors: dict[str, DoorSensor] = {}
         self.desired = DesiredView.empty()
         self.reported_dirty = True
+        #: The highest ``seq`` published by this process (set by the link).
+        self.published_upto = 0
         self._started_at = self.clock.monotonic()
         self._next_telemetry = self._started_at
         self._throttle_reported: dict[str, float] = {}
@@ -431,7 +433,8 @@ class Cabinet:
             if receipt.cabinet != self.config.cabinet:
                 logger.warning("receipt for cabinet %r ignored", receipt.cabinet)
                 return
-            upto = min(receipt.upto_seq, self.store.last_seq)
+            # Never drop what was not sent yet (a stale or foreign receipt, a wiped database).
+            upto = min(receipt.upto_seq, self.published_upto)
             dropped = self.store.receipt(upto)
             logger.debug("receipt up to %d: %d events dropped", upto, dropped)
 

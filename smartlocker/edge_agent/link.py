@@ -272,6 +272,7 @@ class Link:
                 for seq, payload in store.pending_events(self._sent_upto, room):
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
+                    self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
             for command_id, payload in store.unsent_acks():
                 if command_id not in self._acks_in_flight:
                     info = self._publish(Channel.ACKS, payload)
