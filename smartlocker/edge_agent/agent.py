@@ -15,10 +15,11 @@ import threading
 from types import FrameType
 from typing import Any
 
-from smartlocker.protocol import Channel, load_public_key
+from smartlocker.protocol import Channel, ProtocolError, load_public_key
 
 from .cabinet import Cabinet, Clock
 from .config import AgentConfig
+from .errors import ConfigError
 from .kiosk import KioskServer
 from .link import Delivery, Link
 from .store import Store
@@ -70,7 +71,10 @@ class Agent:
             from .hardware import default_pin_factory
 
             self._pin_factory = default_pin_factory()
-        public_key = load_public_key(self.config.cloud_public_key)
+        try:
+            public_key = load_public_key(self.config.cloud_public_key)
+        except (OSError, ProtocolError) as exc:
+            raise ConfigError(f"cloud_public_key {self.config.cloud_public_key}: {exc}") from None
         self.store = Store(self.config.database_path)
         try:
             self.cabinet = Cabinet(

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from .cabinet import Cabinet, CodeResult
+from .errors import ConfigError
 
 __all__ = ["KioskServer"]
 
@@ -107,7 +108,12 @@ class KioskServer:
     """The kiosk's HTTP server on its own thread."""
 
     def __init__(self, address: tuple[str, int], cabinet: Cabinet) -> None:
-        self._server = _Server(address, _Handler)
+        try:
+            self._server = _Server(address, _Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"kiosk_bind {address[0]}:{address[1]}: {exc.strerror or exc}"
+            ) from None
         self._server.cabinet = cabinet
         self._server.page = _page()
         self._thread: threading.Thread | None = None

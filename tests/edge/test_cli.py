@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -46,4 +47,30 @@ def test_edge_run_with_a_broken_config(tmp_path) -> None:
     assert result.returncode == 1
     assert b"invalid cabinet config" in result.stderr
     assert b"mqtt_url" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_edge_run_with_a_missing_key_or_a_busy_kiosk_port(tmp_path, public_key_file) -> None:
+    data = config_dict(tmp_path / "data", tmp_path / "nope.pub", "mqtt://127.0.0.1:1")
+    config = toml_out.write(tmp_path / "cabinet.toml", data)
+    env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock")
+    result = subprocess.run(
+        [*CLI, "edge", "run", "--config", str(config)], capture_output=True, timeout=30, env=env
+    )
+    assert result.returncode == 1
+    assert b"cloud_public_key" in result.stderr
+    assert b"Traceback" not in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = config_dict(
+            tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", kiosk_bind=f"127.0.0.1:{port}"
+        )
+        toml_out.write(config, data)
+        result = subprocess.run(
+            [*CLI, "edge", "run", "--config", str(config)], capture_output=True, timeout=30, env=env
+        )
+    assert result.returncode == 1
+    assert b"kiosk_bind" in result.stderr
     assert b"Traceback" not in result.stderr
