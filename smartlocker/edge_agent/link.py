@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 Delivery = tuple[Any, ...]
 
 
+def _no_op(*_args: Any) -> None:
+    pass
+
+
 class Link:
     """The cabinet's one MQTT connection."""
 
@@ -102,6 +106,11 @@ class Link:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        # Our own network thread runs client.loop(). Without loop_start() paho would
+        # write to the socket from whichever thread publishes, racing the network
+        # thread (reordered or interleaved packets). With a "register write" hook set,
+        # publish() only queues the packet and wakes the loop, which does every write.
+        client.on_socket_register_write = _no_op
         return client
 
     @property
@@ -126,6 +135,8 @@ class Link:
         if self._thread is not None:
             self._thread.join(timeout + 5.0)
         try:
+            # Alone now: let disconnect() write its DISCONNECT packet itself.
+            self._client.on_socket_register_write = None
             self._client.disconnect()
         finally:
             self._client._reset_sockets()
