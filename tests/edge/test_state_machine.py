@@ -48,6 +48,8 @@ OTHER_KEY = generate_private_key()
 COMPARTMENTS = ("a1", "a2", "a3")
 WINDOW_S = 10.0
 MAX_PULSE_S = 0.025
+#: Scheduling latency allowed on top of a pulse's length when measured on the pin.
+JITTER_S = 0.25
 CODES = {  # name: (code, compartment, kind)
     "pickup_a1": ("11112222", "a1", CodeKind.PICKUP),
     "deposit_a2": ("33334444", "a2", CodeKind.DEPOSIT),
@@ -312,11 +314,16 @@ class CabinetMachine(RuleBasedStateMachine):
 
     @invariant()
     def pulses_are_bounded(self) -> None:
+        # Every pulse is timed for at most the limit, exactly ...
+        for lock in self.cabinet.locks.values():
+            assert all(ms <= MAX_PULSE_S * 1000 for ms in lock.recent_pulses)
+        # ... and ends: as measured on the pin, within the limit plus the scheduling
+        # latency of a loaded machine (the timer thread may wake late).
         for comp, pin in LOCK_PINS.items():
             states = self.factory.pin(pin).states
             for prev, cur in itertools.pairwise(states):
                 if prev.state and not cur.state:
-                    assert cur.timestamp <= MAX_PULSE_S + 0.03, (comp, cur.timestamp)
+                    assert cur.timestamp <= MAX_PULSE_S + JITTER_S, (comp, cur.timestamp)
 
     @invariant()
     def every_pulse_has_an_unlocked_event(self) -> None:
