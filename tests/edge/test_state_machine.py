@@ -2,14 +2,16 @@
 
 The real :class:`Cabinet` (store on disk, locks and doors on ``MockFactory`` pins,
 fake clock) is driven by commands of every kind, codes of every kind, door moves,
-the clock and restarts of the agent; a small model says what must have happened.
+the clock, reconnects (retained desired state and the last command delivered again)
+and restarts of the agent; a small model says what must have happened.
 Invariants: no lock is ever energised longer than its limit; every pulse has an
 ``unlocked`` event for a valid command or code; every door opening has a grant or
 a ``forced_open`` alarm; no compartment opens for an expired, revoked, disabled or
 wrong code or for a forged, foreign, expired, retained or replayed command.
 
-The MQTT link is not part of this machine (the cabinet's outlet records instead);
-the link's resending is covered against a real broker in ``test_outbox_kill.py``.
+The MQTT link itself is not part of this machine (the cabinet's outlet records instead,
+and a reconnect is modelled by what it delivers); the link's resending is covered
+against a real broker in ``test_outbox_kill.py``.
 """
 
 from __future__ import annotations
@@ -140,7 +142,8 @@ class CabinetMachine(RuleBasedStateMachine):
             version=1,
             codes=[grant("revoked_a1", later), grant("pickup_a1", later)],
         )
-        self.cabinet.handle_desired(encode(sign(v1, KEY)))
+        self.v1_payload = encode(sign(v1, KEY))
+        self.cabinet.handle_desired(self.v1_payload)
         v2 = DesiredState(
             cabinet="cab-a",
             version=2,
@@ -153,7 +156,8 @@ class CabinetMachine(RuleBasedStateMachine):
                 grant("disabled_a3", later),
             ],
         )
-        self.cabinet.handle_desired(encode(sign(v2, KEY)))
+        self.v2_payload = encode(sign(v2, KEY))
+        self.cabinet.handle_desired(self.v2_payload)
         assert self.cabinet.desired.version == 2
         self.valid_hashes = {hashes[n]: n for n in VALID}
         self._check_events()
@@ -301,6 +305,19 @@ class CabinetMachine(RuleBasedStateMachine):
                     e for e in self.model.grants[comp] if e > self.clock.mono
                 ]
         self._check_events()
+
+    @rule(stale=st.booleans())
+    def reconnect(self, stale: bool) -> None:
+        """What a reconnect does to the cabinet's inputs: the broker delivers the retained
+        desired state again (or an older retained copy) and redelivers the last QoS 1
+        command of the persistent session."""
+        before = sum(self.unlocked.values())
+        self.cabinet.handle_desired(self.v1_payload if stale else self.v2_payload, retained=True)
+        if self.model.sent_valid:
+            self.cabinet.handle_command(self.model.sent_valid[-1])
+        self._check_events()
+        assert self.cabinet.desired.version == 2
+        assert sum(self.unlocked.values()) == before
 
     @rule()
     def restart(self) -> None:
