@@ -64,6 +64,10 @@ class Agent:
         if self.link is not None:
             self.link.send_unstored_ack(payload)
 
+    def _online(self) -> bool:
+        link = self.link
+        return link is not None and link.connected
+
     # -- life cycle ------------------------------------------------------------------
 
     def start(self) -> None:
@@ -88,7 +92,9 @@ class Agent:
             self.cabinet.open()
             self.link = Link(self.config, self.cabinet, deliver=self._inbox.put)
             if self._with_kiosk:
-                self.kiosk = KioskServer(self.config.kiosk_address, self.cabinet)
+                self.kiosk = KioskServer(
+                    self.config.kiosk_address, self.cabinet, online=self._online
+                )
                 self.kiosk.start()
             self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
             self._worker.start()
