@@ -416,6 +416,8 @@ class Cabinet:
                 return
             self.store.save_desired(state.version, bytes(payload))
             self.desired = DesiredView.of(state)
+            # A used code stays used while it is granted; once revoked it can be forgotten.
+            self.store.forget_used_codes(set(self.desired.codes))
             logger.info(
                 "desired state version %d applied (%d codes)", state.version, len(state.codes)
             )

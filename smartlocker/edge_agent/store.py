@@ -300,6 +300,13 @@ class Store:
                 (code_hash, now),
             )
 
+    def forget_used_codes(self, keep: set[str]) -> int:
+        """Forget used codes that are no longer granted (the table stays small)."""
+        with self._tx() as db:
+            stale = [(h,) for (h,) in db.execute("SELECT hash FROM used_codes") if h not in keep]
+            db.executemany("DELETE FROM used_codes WHERE hash = ?", stale)
+        return len(stale)
+
     def throttle(self, kiosk: str) -> ThrottleRecord:
         row = self._db.execute(
             "SELECT failures, last_failure, locked_until FROM throttle WHERE kiosk = ?",

@@ -84,3 +84,15 @@ def test_receipts_never_drop_unsent_events(tmp_path, public_key_file) -> None:
         cabinet.close()
         store.close()
         factory.reset()
+
+
+def test_used_codes_are_forgotten_once_revoked(tmp_path) -> None:
+    store = Store(tmp_path / "agent.sqlite3")
+    try:
+        store.use_code("a" * 64, 1.0)
+        store.use_code("b" * 64, 1.0)
+        assert store.forget_used_codes({"a" * 64}) == 1
+        assert store.code_used("a" * 64)
+        assert not store.code_used("b" * 64)
+    finally:
+        store.close()
