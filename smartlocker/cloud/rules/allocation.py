@@ -44,8 +44,9 @@ def allocate(
 
     Search one ``cabinet``, or every cabinet of ``site``. With ``temperature``
     only temperature-controlled compartments qualify; without it they are taken
-    after the ordinary compartments of the same size (size always comes first). The caller must insert the
-    parcel and set the compartment's occupancy before committing (see
+    after the ordinary compartments of the same size (size always comes first).
+    The caller must insert the parcel and set the compartment's occupancy before
+    committing (see
     :func:`smartlocker.cloud.rules.parcels.reserve_parcel`).
     """
     if size not in SIZES:
