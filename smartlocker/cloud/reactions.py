@@ -116,7 +116,7 @@ class Reactions:
         for event in events:
             cabinet = event.cabinet
             if cabinet not in known:
-                known[cabinet] = touch(conn, cabinet, at=min(event.ts, now), now=now)
+                known[cabinet] = touch(conn, cabinet, now=now)
                 if not known[cabinet]:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
             if not known[cabinet]:
@@ -274,7 +274,7 @@ class Reactions:
     def on_ack(self, conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
         """Move the command to its outcome; alerts for a door that did not open."""
         effects = Effects()
-        touch(conn, ack.cabinet, at=min(ack.ts, now), now=now)
+        touch(conn, ack.cabinet, now=now)
         row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
         if row is None:
             return effects
@@ -320,7 +320,7 @@ class Reactions:
         self, conn: psycopg.Connection[Any], reported: Reported, now: datetime
     ) -> Effects:
         """Record the applied desired version and the doors' snapshot."""
-        if not touch(conn, reported.cabinet, at=min(reported.ts, now), now=now):
+        if not touch(conn, reported.cabinet, now=now):
             logger.warning("reported from unknown cabinet %s ignored", reported.cabinet)
             return Effects()
         conn.execute(
@@ -347,7 +347,7 @@ class Reactions:
         effects = Effects()
         for reading in readings:
             at = min(reading.ts, now)
-            if not touch(conn, reading.cabinet, at=at, now=now):
+            if not touch(conn, reading.cabinet, now=now):
                 continue
             for compartment, celsius in reading.compartment_temps.items():
                 row = conn.execute(
