@@ -48,7 +48,7 @@ from smartlocker.protocol import (
 )
 
 from .downlink import expire_commands
-from .errors import CloudError
+from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
 from .rules.commands import CommandStatus, record_outcome
@@ -228,19 +228,26 @@ class Reactions:
             return
         cause = f"event {event.cabinet}#{event.seq}"
         actor = f"cabinet:{event.cabinet}"
-        if kind == "deposit":
-            deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
-            effects.transitions.append(deposit.transition)
-            effects.notifications.append(deposit.notification)
-        elif kind == "pickup":
-            effects.transitions.append(
-                record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
+        try:
+            if kind == "deposit":
+                deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
+                effects.transitions.append(deposit.transition)
+                effects.notifications.append(deposit.notification)
+            elif kind == "pickup":
+                effects.transitions.append(
+                    record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
+                )
+            elif kind == "return":
+                effects.transitions.append(
+                    record_return(conn, parcel, now=at, actor=actor, cause=cause)
+                )
+            else:
+                return
+        except InvalidTransition as exc:
+            # The door state above stays recorded; only the parcel does not move.
+            logger.warning(
+                "%s/%s closed after a %s grant: %s", event.cabinet, event.compartment, kind, exc
             )
-        elif kind == "return":
-            effects.transitions.append(
-                record_return(conn, parcel, now=at, actor=actor, cause=cause)
-            )
-        else:
             return
         effects.desired_changed.add(event.cabinet)
 

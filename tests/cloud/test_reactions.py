@@ -11,11 +11,13 @@ import psycopg
 import pytest
 
 from smartlocker.cloud.downlink import create_unlock_command
+from smartlocker.cloud.errors import InvalidTransition, ValidationFailed
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.reactions import Effects, Reactions
 from smartlocker.cloud.rules import (
     FeePolicy,
     mark_notification_sent,
+    request_opening,
     reserve_parcel,
     take_notifications,
 )
@@ -205,6 +207,36 @@ def test_a_grant_for_another_compartment_or_state_changes_nothing(
     )
     assert effects.transitions == []
     assert state(conn, r.parcel) == "reserved"
+    # ... but the door's state is still recorded
+    door = conn.execute(
+        "SELECT door, grant_kind FROM compartments WHERE cabinet = 'cab-1' AND id = 'A1'"
+    ).fetchone()
+    assert door == ("closed", None)
+
+
+def test_remote_openings_need_the_right_state(
+    conn: Conn, keys: CloudKeys, reactions: Reactions
+) -> None:
+    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    with pytest.raises(InvalidTransition):
+        request_opening(conn, r.parcel, "pickup", actor="app", now=T0)
+    with pytest.raises(ValidationFailed):
+        request_opening(conn, r.parcel, "smash", actor="app", now=T0)
+    cmd = request_opening(conn, r.parcel, "deposit", actor="courier", now=T0)
+    assert (cmd.purpose, cmd.parcel, cmd.compartment) == ("deposit", r.parcel, "A1")
+    cab = Cabinet()
+    effects = reactions.on_events(
+        conn,
+        [
+            cab.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=cmd.id),
+            cab.opened(T0, "A1"),
+            cab.closed(T0, "A1"),
+        ],
+        T0,
+    )
+    assert [t.to_state for t in effects.transitions] == ["deposited"]
+    pickup = request_opening(conn, r.parcel, "pickup", actor="app", now=T0)
+    assert pickup.counter == cmd.counter + 1
 
 
 def test_deposit_and_return_through_commands(
