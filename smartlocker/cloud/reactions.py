@@ -25,7 +25,8 @@ here raises for a cabinet's input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,14 +50,25 @@ from smartlocker.protocol import (
 
 from .downlink import expire_commands
 from .errors import CloudError, InvalidTransition
-from .keys import CloudKeys
+from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
 from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
 from .rules.presence import mark_offline, mark_online, touch
 
-__all__ = ["Effects", "Reactions"]
+__all__ = [
+    "Effects",
+    "Reactions",
+    "configure",
+    "on_ack",
+    "on_events",
+    "on_reported",
+    "on_silence",
+    "on_status",
+    "on_telemetry",
+    "on_tick",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +94,15 @@ class Effects:
         self.alerts_cleared += other.alerts_cleared
         self.notifications += other.notifications
         return self
+
+    @classmethod
+    def combine(cls, items: Iterable[Effects | None]) -> Effects:
+        """One :class:`Effects` from several (``None`` entries are skipped)."""
+        total = cls()
+        for item in items:
+            if item is not None:
+                total.merge(item)
+        return total
 
     def __bool__(self) -> bool:
         return bool(
@@ -429,3 +450,61 @@ class Reactions:
             (cabinet, kind.value, compartment),
         ).fetchone()
         return [int(row[0])] if row else []
+
+
+# --- the module as the seam object ------------------------------------------------------
+#
+# docs/cloud-internals.md names module-level functions; ingest may pass this module
+# itself as its rules object. They delegate to one Reactions, set by configure() at
+# start-up or, failing that, built on first use from SMARTLOCKER_SIGNING_KEY.
+
+_default: Reactions | None = None
+_default_lock = threading.Lock()
+
+
+def configure(keys: CloudKeys) -> Reactions:
+    """Set the keys the module-level functions use (call once at start-up)."""
+    global _default
+    with _default_lock:
+        _default = Reactions(keys)
+        return _default
+
+
+def _rules() -> Reactions:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Reactions(load_keys())
+        return _default
+
+
+def on_events(conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime) -> Effects:
+    return _rules().on_events(conn, events, now)
+
+
+def on_ack(conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
+    return _rules().on_ack(conn, ack, now)
+
+
+def on_status(conn: psycopg.Connection[Any], status: Status, now: datetime) -> Effects:
+    return _rules().on_status(conn, status, now)
+
+
+def on_reported(conn: psycopg.Connection[Any], reported: Reported, now: datetime) -> Effects:
+    return _rules().on_reported(conn, reported, now)
+
+
+def on_telemetry(
+    conn: psycopg.Connection[Any], readings: Sequence[Telemetry], now: datetime
+) -> Effects:
+    return _rules().on_telemetry(conn, readings, now)
+
+
+def on_silence(
+    conn: psycopg.Connection[Any], cabinet: str, last_seen: datetime, now: datetime
+) -> Effects:
+    return _rules().on_silence(conn, cabinet, last_seen, now)
+
+
+def on_tick(conn: psycopg.Connection[Any], now: datetime) -> Effects:
+    return _rules().on_tick(conn, now)

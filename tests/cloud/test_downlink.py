@@ -69,9 +69,12 @@ def test_desired_state_is_signed_retained_and_versioned_by_change(
 
     assert set_compartment(conn, "cab-1", "B1", actor="op", now=T0, enabled=False)
     cancel_parcel(conn, r.parcel, now=T0, actor="t")
-    third = publish_effects(conn, publisher, keys.signing_key, Effects(desired_changed={"cab-1"}))[
-        0
-    ]
+    # one Effects, or a list of them as ingest collects them (None from no-op rules)
+    assert publish_effects(conn, publisher, keys.signing_key, [None, Effects()]) == []
+    (third,) = publish_effects(
+        conn, publisher, keys.signing_key, [Effects(desired_changed={"cab-1"}), None]
+    )
+    assert publish_effects(conn, publisher, keys.signing_key, Effects({"cab-1"})) == [third]
     assert third.version == 3
     assert third.codes == []
     assert {c.id: c.enabled for c in third.compartments}["B1"] is False

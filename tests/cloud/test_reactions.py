@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from smartlocker.cloud import reactions as reactions_module
 from smartlocker.cloud.downlink import create_unlock_command
 from smartlocker.cloud.errors import InvalidTransition, ValidationFailed
 from smartlocker.cloud.keys import CloudKeys
@@ -38,6 +40,7 @@ from smartlocker.protocol import (
     Unlocked,
     UnlockSource,
     hash_code,
+    private_key_pem,
 )
 from tests.cloud.conftest import T0
 
@@ -411,3 +414,37 @@ def test_telemetry_temperature_alerts(conn: Conn, reactions: Reactions) -> None:
 def test_reported_version_is_recorded(conn: Conn, reactions: Reactions) -> None:
     reactions.on_reported(conn, Reported(cabinet="cab-1", desired_version=7), T0)
     assert conn.execute("SELECT reported_version FROM cabinets").fetchone() == (7,)
+
+
+def test_the_module_itself_is_the_seam(
+    conn: Conn, keys: CloudKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest may pass the module as its rules object (docs/cloud-internals.md)."""
+    monkeypatch.setattr(reactions_module, "_default", None)
+    pem = tmp_path / "cloud.pem"
+    pem.write_bytes(private_key_pem(keys.signing_key))
+    monkeypatch.setenv("SMARTLOCKER_SIGNING_KEY", str(pem))
+    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    cab = Cabinet()
+    t = T0 + timedelta(minutes=1)
+    effects = [
+        reactions_module.on_events(
+            conn,
+            [
+                cab.unlocked(t, "A1", UnlockSource.DEPOSIT_CODE, parcel=r.parcel),
+                cab.opened(t, "A1"),
+                cab.closed(t, "A1"),
+            ],
+            t,
+        ),
+        None,
+        reactions_module.on_tick(conn, t),
+    ]
+    total = Effects.combine(effects)
+    assert total.desired_changed == {"cab-1"}
+    # the pickup code was hashed with the key from the environment
+    (note,) = take_notifications(conn)
+    assert note.code is not None
+    row = conn.execute("SELECT hash FROM codes WHERE parcel = %s AND kind = 'pickup'", (r.parcel,))
+    assert row.fetchone() == (hash_code(keys.code_key("cab-1"), note.code),)
+    assert reactions_module.configure(keys).keys is keys
