@@ -10,7 +10,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from smartlocker.cloud.errors import NoCompartmentAvailable, NotFound, ValidationFailed
+from smartlocker.cloud.errors import Conflict, NoCompartmentAvailable, NotFound, ValidationFailed
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.rules import cancel_parcel, reserve_parcel
 from smartlocker.cloud.rules.fleet import (
@@ -65,6 +65,11 @@ def test_bad_requests(conn: Conn, keys: CloudKeys) -> None:
         reserve_parcel(conn, keys, size="s", cabinet="nope", actor="t", now=T0)
     with pytest.raises(ValidationFailed, match="past"):
         _reserve(conn, keys, "s", deadline=T0 - timedelta(hours=1))
+    with pytest.raises(ValidationFailed, match="parcel id"):
+        _reserve(conn, keys, "s", parcel="no spaces")
+    _reserve(conn, keys, "s", parcel="ref-42")
+    with pytest.raises(Conflict, match="exists"):
+        _reserve(conn, keys, "s", parcel="ref-42")
 
 
 def test_by_site_searches_every_cabinet(conn: Conn, keys: CloudKeys) -> None:

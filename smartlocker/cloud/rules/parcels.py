@@ -11,6 +11,7 @@ delivered (:func:`take_notifications` / :func:`mark_notification_sent` blank it)
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import InvalidTransition, NotFound, ValidationFailed
+from ..errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from ..keys import CloudKeys
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
@@ -47,6 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("inbound", "outbound")
+_PARCEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,11 @@ def reserve_parcel(
         raise ValidationFailed(f"direction must be inbound or outbound, not {direction!r}")
     if deadline is not None and deadline <= now:
         raise ValidationFailed("the deadline is in the past", deadline=deadline.isoformat())
+    if parcel is not None and not _PARCEL_ID.fullmatch(parcel):
+        raise ValidationFailed(f"bad parcel id {parcel!r} ([A-Za-z0-9_-]{{1,64}})")
     parcel = parcel or uuid.uuid4().hex
+    if conn.execute("SELECT 1 FROM parcels WHERE id = %s", (parcel,)).fetchone() is not None:
+        raise Conflict(f"parcel {parcel} exists", parcel=parcel)
     with conn.transaction():
         spot = allocate(conn, size=size, site=site, cabinet=cabinet, temperature=temperature)
         hours_row = conn.execute(
