@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -148,3 +149,30 @@ def test_200_concurrent_reservations_for_50_compartments(core_url: str, keys: Cl
             "SELECT occupancy, count(*) FROM compartments WHERE cabinet = 'wall' GROUP BY 1"
         ).fetchall()
         assert occupancy == [("reserved", COMPARTMENTS)]
+
+
+def test_a_free_compartment_held_by_ingest_for_a_moment_is_still_found(
+    core_url: str, conn: Conn, keys: CloudKeys
+) -> None:
+    for comp in ("A2", "B1", "C1", "K1"):
+        set_compartment(conn, "cab-1", comp, actor="op", now=T0, enabled=False)
+    found: list[str | BaseException] = []
+    with psycopg.connect(core_url) as ingest:
+        # ingest records a door event on A1 and has not committed yet
+        ingest.execute(
+            "UPDATE compartments SET door = 'open' WHERE cabinet = 'cab-1' AND id = 'A1'"
+        )
+
+        def reserve() -> None:
+            try:
+                found.append(_reserve(conn, keys, "s"))
+            except BaseException as exc:
+                found.append(exc)
+
+        worker = threading.Thread(target=reserve)
+        worker.start()
+        time.sleep(0.3)
+        assert found == []  # waiting, not refused
+        ingest.commit()
+        worker.join(timeout=10)
+    assert found == ["A1"]
