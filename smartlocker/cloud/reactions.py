@@ -219,7 +219,7 @@ class Reactions:
     ) -> None:
         row = conn.execute(
             "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
-            " WHERE cabinet = %s AND id = %s FOR UPDATE",
+            " WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
             (event.cabinet, event.compartment),
         ).fetchone()
         conn.execute(

@@ -1,6 +1,6 @@
 """Compartment allocation: the smallest free compartment that fits.
 
-Concurrency-safe in two layers. :func:`allocate` runs ``SELECT … FOR UPDATE OF
+Concurrency-safe in two layers. :func:`allocate` runs ``SELECT … FOR NO KEY UPDATE OF
 c SKIP LOCKED`` on compartments whose own ``occupancy`` column says ``free``: a
 concurrent reservation either holds the row lock (skipped) or has committed
 ``occupancy = 'reserved'`` on it (PostgreSQL re-checks the condition on the new
@@ -40,13 +40,13 @@ _CANDIDATE = """
           AND (c.temperature_controlled OR NOT %(temperature)s)
         ORDER BY z.rank, c.temperature_controlled, c.cabinet, c.id
         LIMIT 1
-        FOR UPDATE OF c
+        FOR NO KEY UPDATE OF c
 """
 
 
 #: The same condition, without locking: is anything free as committed?
 _ANY_FREE = _CANDIDATE.replace("SELECT c.cabinet, c.id, c.size", "SELECT 1").replace(
-    "FOR UPDATE OF c", ""
+    "FOR NO KEY UPDATE OF c", ""
 )
 #: How long a reservation waits for a free compartment that is held for a moment.
 _BUSY_WAIT_S = 2.0

@@ -112,9 +112,12 @@ def lock_parcel(conn: psycopg.Connection[Any], parcel: str) -> tuple[ParcelState
     if where is None:
         raise NotFound(f"no parcel {parcel}", parcel=parcel)
     conn.execute(
-        "SELECT 1 FROM compartments WHERE cabinet = %s AND id = %s FOR UPDATE", (where[0], where[1])
+        "SELECT 1 FROM compartments WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
+        (where[0], where[1]),
     )
-    row = conn.execute("SELECT state FROM parcels WHERE id = %s FOR UPDATE", (parcel,)).fetchone()
+    row = conn.execute(
+        "SELECT state FROM parcels WHERE id = %s FOR NO KEY UPDATE", (parcel,)
+    ).fetchone()
     assert row is not None  # parcels are never deleted while their compartment exists
     return ParcelState(row[0]), str(where[0]), str(where[1])
 
