@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,7 @@ class IngestWorker:
             busy=lambda: self._sink.backlog > 0,
         )
         self._pending_receipts: dict[str, int] = {}
+        self._outbox: deque[tuple[str, bytes, int, bool]] = deque()
         self._unacked = 0
         self.connected = asyncio.Event()
 
@@ -204,6 +206,15 @@ class IngestWorker:
         ):
             raise RuntimeError(f"unsupported gmqtt version {gmqtt.__version__}")
         handler._handle_qos_1_publish_packet = self._on_qos1
+        # Each PUBACK of ours frees a slot of the broker's Receive Maximum: refill it.
+        handle_puback = handler._handle_puback_packet
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            handle_puback(cmd, packet)
+            if self._outbox:
+                self._pump()
+
+        handler._handle_puback_packet = on_puback
         self._handler = handler
         return client
 
@@ -280,24 +291,42 @@ class IngestWorker:
         return conn is not None and not conn.is_closing() and self.connected.is_set()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Publish on the loop thread (use :class:`GmqttPublisher` from others)."""
+        """Queue a publish on the loop thread (use :class:`GmqttPublisher` from others).
+
+        The broker's Receive Maximum (Mosquitto: 20) bounds our unacknowledged QoS 1
+        publishes and gmqtt raises beyond it, so publishes wait in an outbox.
+        """
+        self._outbox.append((topic, payload, qos, retain))
+        self._pump()
+
+    def _capacity(self) -> int:
+        ids = self._handler.id_generator
+        return int(ids._max) - 2 - len(ids._used_ids)
+
+    def _pump(self) -> None:
         if self._client is None or not self._connection_up():
-            logger.warning("not connected: %s not published", topic)
             return
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+        outbox = self._outbox
+        room = self._capacity()
+        while outbox and room > 0:
+            topic, payload, qos, retain = outbox.popleft()
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+            if qos:
+                room -= 1
 
     async def _receipt_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.receipt_interval)
             self._send_receipts()
+            self._pump()  # in case no PUBACK is on its way (after a reconnect)
 
     def _send_receipts(self) -> None:
         if not self._pending_receipts or not self._connection_up():
             return
         pending, self._pending_receipts = self._pending_receipts, {}
-        assert self._client is not None
         for cabinet, upto in pending.items():
             receipt = Receipt(cabinet=cabinet, upto_seq=upto)
             topic = str(self.scheme.topic(cabinet, Channel.RECEIPTS))
-            self._client.publish(topic, encode(receipt), qos=1, retain=False)
+            self._outbox.append((topic, encode(receipt), 1, False))
+        self._pump()
         self.metrics.receipts.inc(len(pending))
