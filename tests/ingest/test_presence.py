@@ -89,7 +89,7 @@ def test_presence_with_anti_flap_and_silence(db_url: str) -> None:
         assert [c[0] for c in rules.calls].count("silence") == 1, "reported once"
         # Traffic again from a cabinet declared offline by silence: online again.
         send(Telemetry(cabinet="cab-s", uptime_s=2, outbox_depth=0, ts=at(140)), "telemetry")
-        assert ("status", "cab-s", True) == rules.calls[-1]
+        assert rules.calls[-1] == ("status", "cab-s", True)
         # A stale status (older ts than the one applied) is ignored.
         send(Status(cabinet="cab-s", online=False, ts=at(10)), "status")
         at(200)
