@@ -208,8 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         rules: Rules = NoRules()
         if a.rules == "real":
             from smartlocker.cloud.ingest.seam import load_rules
+            from smartlocker.cloud.keys import CloudKeys
+            from smartlocker.protocol import generate_private_key
 
-            rules = load_rules()
+            rules = load_rules(CloudKeys.from_private_key(generate_private_key()))
         run_ingest(a.mqtt_url, a.database_url, a.group, rules, tuning)
 
 

@@ -157,4 +157,12 @@ def ingest_cmd(
 
 def _real_rules(signing_key: str | None) -> tuple[Any, Any]:
     """The business rules and the downlink (``smartlocker.cloud.reactions``/``downlink``)."""
-    raise click.ClickException("the business rules are not available in this build")
+    from smartlocker.cloud.errors import ConfigError
+    from smartlocker.cloud.ingest.seam import downlink_factory, load_rules
+    from smartlocker.cloud.keys import load_keys
+
+    try:
+        keys = load_keys(signing_key)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return load_rules(keys), downlink_factory(keys)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from smartlocker.cloud.db import migrate
 from smartlocker.embedded import MosquittoBroker
+from smartlocker.protocol import generate_private_key, private_key_pem
 from tests.support.pg import PgCluster
 
 from .cabinets import OutboxFleet
-from .harness import count
+from .harness import count, provision
 
 CABINETS = [f"chaos-{i:02d}" for i in range(20)]
 EVENTS = 10_000
@@ -31,7 +31,7 @@ EVENTS = 10_000
 class IngestProcess:
     """``smartlocker cloud ingest`` as a child process with a stable client id."""
 
-    def __init__(self, mqtt_url: str, database_url: str, log: Path) -> None:
+    def __init__(self, mqtt_url: str, database_url: str, log: Path, key: Path) -> None:
         self.args = [
             sys.executable,
             "-c",
@@ -40,7 +40,8 @@ class IngestProcess:
             "WARNING",
             "cloud",
             "ingest",
-            "--storage-only",
+            "--signing-key",
+            str(key),
             "--mqtt-url",
             mqtt_url,
             "--database-url",
@@ -80,9 +81,11 @@ class IngestProcess:
 def test_ten_thousand_events_survive_kills_and_restarts(
     fresh_broker: MosquittoBroker, pg_cluster: PgCluster, db_url: str, tmp_path: Path
 ) -> None:
-    migrate(db_url)
+    provision(db_url, CABINETS)
+    key = tmp_path / "cloud.pem"
+    key.write_bytes(private_key_pem(generate_private_key()))
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "4")))
-    ingest = IngestProcess(fresh_broker.url, db_url, tmp_path / "ingest.log")
+    ingest = IngestProcess(fresh_broker.url, db_url, tmp_path / "ingest.log", key)
     ingest.start()
     time.sleep(1.0)
     fleet = OutboxFleet(fresh_broker.host, fresh_broker.port, CABINETS)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-from smartlocker.cloud.db import migrate
 from smartlocker.embedded import MosquittoBroker
 from smartlocker.protocol import Status, encode
 from tests.support.mqtt import connected
 
-from .harness import InProcessIngest, count, event, query, topic, wait_for
+from .harness import InProcessIngest, count, event, provision, query, topic, wait_for
 
 GOOD = json.loads(event("cab-d", 1))
 
@@ -30,13 +29,21 @@ BAD = [
     # The payload claims another cabinet than the topic (whose ACL says who wrote it).
     (topic("cab-d", "events"), event("cab-other", 1), "cabinet_mismatch"),
     ("lockers/Not_A_Cabinet/events", event("cab-d", 1), "invalid_topic"),
+    # Well-formed, but nobody provisioned this cabinet.
+    (topic("cab-nobody", "events"), event("cab-nobody", 1), "unknown_cabinet"),
+    (
+        topic("cab-nobody", "telemetry"),
+        b'{"v":1,"id":"t1","ts":"2026-11-21T06:00:00Z",'
+        b'"cabinet":"cab-nobody","type":"telemetry","uptime_s":1,"outbox_depth":0}',
+        "unknown_cabinet",
+    ),
 ]
 
 
 def test_bad_inputs_are_dead_lettered_with_reasons(
     mqtt_broker: MosquittoBroker, db_url: str
 ) -> None:
-    migrate(db_url)
+    provision(db_url, ["cab-d", "cab-other"])
     with (
         InProcessIngest(mqtt_broker.url, db_url),
         connected(mqtt_broker.host, mqtt_broker.port) as cab,

@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from smartlocker.cloud.db import migrate
 from smartlocker.cloud.ingest.intake import Inbound, TopicCache
 from smartlocker.cloud.ingest.presence import PresencePolicy
 from smartlocker.cloud.ingest.seam import NoRules
 from smartlocker.cloud.ingest.writer import Writer, WriterSettings
 from smartlocker.protocol import Status, Telemetry, TopicScheme, encode
 
-from .harness import topic
+from .harness import provision, topic
 
 T0 = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
 
@@ -35,7 +34,7 @@ class Recorder(NoRules):
 
 
 def test_presence_with_anti_flap_and_silence(db_url: str) -> None:
-    migrate(db_url)
+    provision(db_url, ["cab-s"])
     clock = {"now": T0}
     rules = Recorder()
     policy = PresencePolicy(

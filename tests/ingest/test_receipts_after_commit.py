@@ -9,15 +9,14 @@ import time
 
 import psycopg
 
-from smartlocker.cloud.db import migrate
 from smartlocker.embedded import MosquittoBroker
 from tests.support.mqtt import connected
 
-from .harness import InProcessIngest, count, event, topic, wait_for
+from .harness import InProcessIngest, count, event, provision, topic, wait_for
 
 
 def test_no_puback_and_no_receipt_until_commit(mqtt_broker: MosquittoBroker, db_url: str) -> None:
-    migrate(db_url)
+    provision(db_url, ["cab-r"])
     blocker = psycopg.connect(db_url)
     with (
         InProcessIngest(mqtt_broker.url, db_url) as ingest,
@@ -48,7 +47,7 @@ def test_no_puback_and_no_receipt_until_commit(mqtt_broker: MosquittoBroker, db_
 def test_database_outage_keeps_messages_until_it_returns(
     mqtt_broker: MosquittoBroker, pg_cluster, db_url: str
 ) -> None:
-    migrate(db_url)
+    provision(db_url, ["cab-o"])
     with (
         InProcessIngest(mqtt_broker.url, db_url) as ingest,
         connected(mqtt_broker.host, mqtt_broker.port) as cab,

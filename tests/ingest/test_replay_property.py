@@ -13,13 +13,12 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smartlocker.cloud.db import migrate
 from smartlocker.cloud.ingest.intake import Inbound, TopicCache
 from smartlocker.cloud.ingest.seam import NoRules
 from smartlocker.cloud.ingest.writer import Writer, WriterSettings
 from smartlocker.protocol import TopicScheme
 
-from .harness import event, topic
+from .harness import event, provision, topic
 
 CABINETS = ("cab-p1", "cab-p2", "cab-p3")
 
@@ -51,7 +50,7 @@ def test_replayed_reordered_deliveries_store_each_event_once(
     last, batches = case
     with psycopg.connect(db_url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('events')").fetchone() == (None,):
-            migrate(db_url)
+            provision(db_url, CABINETS)
         conn.execute("TRUNCATE events, ingest_cursors, ingest_presence, dead_letters")
     writer = Writer(WriterSettings(db_url), NoRules(), TopicCache(TopicScheme()), lambda o: None)
     now = datetime.now(UTC)

@@ -40,7 +40,7 @@ from .deadletter import Reason, write_dead_letters
 from .intake import Inbound, Sorted, TopicCache, dead_letter_for, sort_batch
 from .metrics import IngestMetrics
 from .receipts import Cursor, EventKey, advance, lock_cursors, store_cursors
-from .seam import Rules, known_cabinets
+from .seam import Deliver, Rules, known_cabinets
 
 __all__ = ["Outcome", "Writer", "WriterSettings"]
 
@@ -78,10 +78,6 @@ class Outcome:
     duplicates: int = 0
     dead: int = 0
     committed_at: float = 0.0
-
-
-#: Called in the writer thread, after a commit, with a connection and no transaction.
-Deliver = Callable[[psycopg.Connection[Any], list[Any]], None]
 
 
 class Writer:
@@ -462,6 +458,8 @@ class Writer:
                 lambda st: effects.append(self.rules.on_status(conn, st, now)),
                 lambda name, seen: effects.append(self.rules.on_silence(conn, name, seen, now)),
             )
+            # Deadlines and expiries of the rules (parcels, commands) ride on the sweep.
+            effects.append(self.rules.on_tick(conn, now))
         self._deliver(conn, effects)
 
     def _deliver(self, conn: psycopg.Connection[Any], effects: list[Any]) -> None:
