@@ -16,7 +16,8 @@ checkout is needed). The load generator (:mod:`.loadgen`, its own process) plays
    publish → receipt at the generator.
 
 Rates count rows committed to the database (ingest, naive) or events receipted
-(relay) during the measured window, after a warm-up; CPU is the subscriber process's user+system time
+(relay) during the measured window, after a warm-up; CPU is the subscriber
+process's user+system time
 from ``/proc`` over the same window.
 """
 
