@@ -106,6 +106,8 @@ class Writer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._next_sweep = 0.0
+        #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
+        self._touched: dict[str, datetime] = {}
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -170,9 +172,11 @@ class Writer:
                 return self._commit(batch)
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
+                self._touched.clear()  # what the rolled-back batch "wrote" was not
                 logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._drop_connection()
             except Exception:
+                self._touched.clear()
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -429,7 +433,17 @@ class Writer:
         for st in s.statuses:
             if st.online and (st.cabinet not in seen or st.ts > seen[st.cabinet]):
                 seen[st.cabinet] = st.ts
-        seen = {k: min(v, now) for k, v in seen.items()}
+        # last_seen moves in steps of TOUCH_RESOLUTION: skip what this worker wrote lately.
+        step = presence.TOUCH_RESOLUTION
+        written = self._touched
+        seen = {
+            k: min(v, now)
+            for k, v in seen.items()
+            if (w := written.get(k)) is None or v - w >= step or v < w
+        }
+        if len(written) > 1_000_000:
+            written.clear()
+        written.update(seen)
         back = presence.touch(conn, seen)
         births = {st.cabinet for st in s.statuses if st.online}
         revived = [(name, at) for name, at in back if name not in births]
@@ -450,6 +464,7 @@ class Writer:
         conn = self._connection()
         now = self.clock()
         effects: list[Any] = []
+        self._touched.clear()  # so traffic from cabinets swept offline revives them at once
         with conn.transaction():
             presence.sweep(
                 conn,
