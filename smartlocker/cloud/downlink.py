@@ -127,7 +127,7 @@ def build_desired_state(
     """
     with conn.transaction():
         row = conn.execute(
-            "SELECT desired_version FROM cabinets WHERE id = %s FOR UPDATE", (cabinet,)
+            "SELECT desired_version FROM cabinets WHERE id = %s FOR NO KEY UPDATE", (cabinet,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no cabinet {cabinet}", cabinet=cabinet)

@@ -120,6 +120,10 @@ _PURPOSE_OF_SOURCE = {
 }
 
 
+#: The event types that change state here (the rest need no savepoint at all).
+_MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
+
+
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
@@ -140,8 +144,8 @@ class Reactions:
                 known[cabinet] = touch(conn, cabinet, now=now)
                 if not known[cabinet]:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
-            if not known[cabinet]:
-                continue
+            if not known[cabinet] or not isinstance(event, _MEANINGFUL):
+                continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
             try:
                 with conn.transaction():
                     self._on_event(conn, event, now, effects)
@@ -171,7 +175,6 @@ class Reactions:
             )
         elif isinstance(event, Alarm):
             self._alarm(conn, event, now, effects)
-        # boot, shutdown, code_rejected: stored by ingest; nothing to decide here.
 
     def _set_grant(
         self,
@@ -216,7 +219,7 @@ class Reactions:
     ) -> None:
         row = conn.execute(
             "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
-            " WHERE cabinet = %s AND id = %s FOR UPDATE",
+            " WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
             (event.cabinet, event.compartment),
         ).fetchone()
         conn.execute(

@@ -277,7 +277,7 @@ def test_parcel_lifecycle_matches_the_model(core_url: str, keys: CloudKeys) -> N
         run_state_machine_as_test(
             lambda: LifecycleMachine(conn, keys),
             settings=settings(
-                max_examples=25,
+                max_examples=20,
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +20,7 @@ from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.reactions import Effects, Reactions
 from smartlocker.cloud.rules import (
     FeePolicy,
+    cancel_parcel,
     mark_notification_sent,
     request_opening,
     reserve_parcel,
@@ -333,28 +336,28 @@ def test_alarms_raise_and_clear_one_alert_per_kind(conn: Conn, reactions: Reacti
     assert open_alerts(conn) == []
 
 
-@pytest.mark.parametrize(
-    ("outcome", "status", "alert"),
-    [
-        (AckOutcome.OPENED, "succeeded", None),
-        (AckOutcome.NOT_OPENED, "failed", "unlock_failed"),
-        (AckOutcome.FAILED, "failed", "command_failed"),
-        (AckOutcome.REJECTED, "rejected", None),
-    ],
-)
-def test_acks_move_commands_on(
-    conn: Conn, reactions: Reactions, outcome: AckOutcome, status: str, alert: str | None
-) -> None:
-    cmd = create_unlock_command(conn, "cab-1", "B1", "test", "op", now=T0)
-    ack = Ack(cabinet="cab-1", command_id=cmd.id, compartment="B1", outcome=outcome, ts=T0)
-    reactions.on_ack(conn, ack, T0 + timedelta(seconds=1))
-    row = conn.execute("SELECT status, outcome FROM commands WHERE id = %s", (cmd.id,)).fetchone()
-    assert row == (status, outcome.value)
-    assert [a[1] for a in open_alerts(conn)] == ([alert] if alert else [])
-    # a duplicate ack changes nothing; another cabinet cannot answer for this one
-    reactions.on_ack(conn, ack, T0 + timedelta(seconds=2))
-    assert len(open_alerts(conn)) == (1 if alert else 0)
-    assert open_alerts(conn)[:1] == ([("B1", alert, 1)] if alert else [])
+ACK_CASES = [
+    ("A1", AckOutcome.OPENED, "succeeded", None),
+    ("A2", AckOutcome.NOT_OPENED, "failed", "unlock_failed"),  # the door did not open
+    ("B1", AckOutcome.FAILED, "failed", "command_failed"),
+    ("C1", AckOutcome.REJECTED, "rejected", None),
+]
+
+
+def test_acks_move_commands_on(conn: Conn, reactions: Reactions) -> None:
+    for comp, outcome, status, alert in ACK_CASES:
+        cmd = create_unlock_command(conn, "cab-1", comp, "test", "op", now=T0)
+        # another cabinet cannot answer for this one
+        forged = Ack(cabinet="cab-2", command_id=cmd.id, outcome=AckOutcome.OPENED, ts=T0)
+        reactions.on_ack(conn, forged, T0)
+        ack = Ack(cabinet="cab-1", command_id=cmd.id, compartment=comp, outcome=outcome, ts=T0)
+        reactions.on_ack(conn, ack, T0 + timedelta(seconds=1))
+        row = conn.execute("SELECT status, outcome FROM commands WHERE id = %s", (cmd.id,))
+        assert row.fetchone() == (status, outcome.value)
+        # a duplicate ack changes nothing
+        reactions.on_ack(conn, ack, T0 + timedelta(seconds=2))
+    alerts = [(c, kind, n) for c, kind, n in open_alerts(conn)]
+    assert alerts == [(c, a, 1) for c, _, _, a in ACK_CASES if a is not None]
 
 
 def test_commands_time_out_and_a_late_ack_still_counts(conn: Conn, reactions: Reactions) -> None:
@@ -448,3 +451,45 @@ def test_the_module_itself_is_the_seam(
     row = conn.execute("SELECT hash FROM codes WHERE parcel = %s AND kind = 'pickup'", (r.parcel,))
     assert row.fetchone() == (hash_code(keys.code_key("cab-1"), note.code),)
     assert reactions_module.configure(keys).keys is keys
+
+
+def test_ingest_and_the_api_do_not_deadlock_on_one_parcel(
+    core_url: str, conn: Conn, keys: CloudKeys, reactions: Reactions
+) -> None:
+    """Ingest holds the compartment (door events) for its batch while the API cancels.
+
+    The rules lock compartment → parcel everywhere, so the API waits for ingest
+    instead of deadlocking with it, then finds the parcel deposited.
+    """
+    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    cab = Cabinet()
+    outcome: list[BaseException | None] = []
+    with psycopg.connect(core_url) as ingest, psycopg.connect(core_url, autocommit=True) as api:
+        reactions.on_events(
+            ingest,
+            [
+                cab.unlocked(T0, "A1", UnlockSource.DEPOSIT_CODE, parcel=r.parcel),
+                cab.opened(T0, "A1"),
+            ],
+            T0,
+        )
+
+        def cancel() -> None:
+            try:
+                cancel_parcel(api, r.parcel, now=T0, actor="api")
+            except BaseException as exc:
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=cancel)
+        worker.start()
+        time.sleep(0.3)  # the API is now waiting for the compartment
+        assert outcome == []
+        effects = reactions.on_events(ingest, [cab.closed(T0, "A1")], T0)
+        ingest.commit()
+        worker.join(timeout=10)
+    assert [t.to_state for t in effects.transitions] == ["deposited"]
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], InvalidTransition)
+    assert state(conn, r.parcel) == "deposited"
