@@ -108,6 +108,8 @@ class Writer:
         self._next_sweep = 0.0
         #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
         self._touched: dict[str, datetime] = {}
+        #: Cabinets whose cursor row exists (committed; cleared when a batch fails).
+        self._cursors_exist: set[str] = set()
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -173,10 +175,12 @@ class Writer:
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
                 self._touched.clear()  # what the rolled-back batch "wrote" was not
+                self._cursors_exist.clear()
                 logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._drop_connection()
             except Exception:
                 self._touched.clear()
+                self._cursors_exist.clear()
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -294,7 +298,7 @@ class Writer:
         unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]] = {}
         for message, item in s.events:
             unique.setdefault((message.cabinet, message.seq, message.ts), (message, item))
-        before = lock_cursors(conn, {k[0] for k in unique})
+        before = lock_cursors(conn, {k[0] for k in unique}, self._cursors_exist)
         # Every committed event went through its cursor, so an event above the
         # committed seq and not among those waiting above a gap is new: only the
         # others are looked up. The unique key still decides (see _insert_events).
@@ -308,16 +312,17 @@ class Writer:
         outcome.duplicates = len(s.events) - len(inserted)
         per_cabinet: dict[str, list[EventKey]] = {}
         for key, (m, _) in unique.items():
-            per_cabinet.setdefault(key[0], []).append(
-                EventKey(key[1], key[2], key in inserted, m.type == "boot")
-            )
+            keys = per_cabinet.get(key[0])
+            if keys is None:
+                keys = per_cabinet[key[0]] = []
+            keys.append(EventKey(key[1], key[2], key in inserted, m.type == "boot"))
         after: dict[str, Cursor] = {
             name: advance(before[name], keys, now) for name, keys in per_cabinet.items()
         }
         store_cursors(conn, before, after, now)
         outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
         if inserted:
-            new = [unique[k][0] for k in sorted(inserted, key=lambda k: (k[0], k[1], k[2]))]
+            new = [unique[k][0] for k in sorted(inserted)]  # (cabinet, seq, ts) order
             effects.append(self.rules.on_events(conn, new, now))
 
     @staticmethod
