@@ -59,6 +59,10 @@ _MOVE = (
 )
 
 
+#: Seconds a provisioned cabinet is trusted without asking the database again.
+KNOWN_CABINETS_TTL = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class WriterSettings:
     database_url: str
@@ -108,6 +112,8 @@ class Writer:
         self._next_sweep = 0.0
         #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
         self._touched: dict[str, datetime] = {}
+        self._known: set[str] = set()
+        self._known_since = 0.0
         #: Cabinets whose cursor row exists (committed; cleared when a batch fails).
         self._cursors_exist: set[str] = set()
 
@@ -266,7 +272,18 @@ class Writer:
         cabinets = s.cabinets()
         if not cabinets:
             return
-        unknown = cabinets - known_cabinets(conn, cabinets)
+        # Provisioned cabinets are remembered for a minute (one query per batch spared);
+        # a cabinet not known yet is looked up every time, so new ones count at once.
+        clock = time.monotonic()
+        if clock - self._known_since > KNOWN_CABINETS_TTL:
+            self._known.clear()
+            self._known_since = clock
+        ask = cabinets - self._known
+        if not ask:
+            return
+        found = known_cabinets(conn, ask)
+        self._known |= found
+        unknown = ask - found
         if not unknown:
             return
 
