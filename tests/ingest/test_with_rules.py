@@ -84,6 +84,7 @@ def test_rules_see_events_acks_and_reports(mqtt_broker: MosquittoBroker, db_url:
     assert query(db_url, "SELECT count(*) FROM events WHERE cabinet = 'cab-w'") == [(1,)]
     assert query(
         db_url,
-        "SELECT door_changed_at IS NOT NULL FROM compartments WHERE cabinet = 'cab-w' AND id = 'c1'",
+        "SELECT door_changed_at IS NOT NULL FROM compartments"
+        " WHERE cabinet = 'cab-w' AND id = 'c1'",
     ) == [(True,)]
     assert query(db_url, "SELECT count(*) FROM dead_letters") == [(0,)]
