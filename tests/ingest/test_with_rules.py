@@ -65,7 +65,8 @@ def test_rules_see_events_acks_and_reports(mqtt_broker: MosquittoBroker, db_url:
                     compartments=[CompartmentReport(id="c1", door=DoorState.CLOSED, enabled=True)],
                 )
             ),
-            retain=True,
+            # Not retained here: the broker is shared by the session's tests, and a
+            # retained message reaches every later ingest that subscribes.
         )
         wait_for(
             lambda: (
