@@ -48,7 +48,7 @@ from smartlocker.protocol import (
     UnlockSource,
 )
 
-from .downlink import expire_commands
+from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
@@ -427,12 +427,14 @@ class Reactions:
         """Periodic sweep (ingest's timer, e.g. every few seconds): deadlines and expiries.
 
         Deposited parcels past their deadline → expired (pickup code revoked);
-        commands past their expiry → timed_out (with a ``command_failed`` alert).
+        commands past their expiry → timed_out (with a ``command_failed`` alert);
+        old desired-state versions pruned (the newest 20 per cabinet stay).
         """
         effects = Effects()
         for transition in expire_overdue(conn, now):
             effects.transitions.append(transition)
             effects.desired_changed.add(transition.cabinet)
+        prune_desired_states(conn)
         for command in expire_commands(conn, now):
             alert = self._open_alert(
                 conn, command.cabinet, AlertKind.COMMAND_FAILED, command.compartment
