@@ -18,6 +18,8 @@ __all__ = ["main"]
 
 #: name → "module:attribute" of each subcommand (a click command or group).
 SUBCOMMANDS: dict[str, str] = {
+    "bench": "smartlocker.cli.bench_cmd:bench",
+    "cloud": "smartlocker.cli.cloud_cmd:cloud",
     "db": "smartlocker.cli.db_cmd:db",
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
     "edge": "smartlocker.cli.edge_cmd:edge",
