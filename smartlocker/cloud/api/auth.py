@@ -96,8 +96,9 @@ class CreatedKey:
     created_at: datetime
 
 
-def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("ascii")).digest()
+def hash_secret(secret: str) -> str:
+    """SHA-256 (hex) of a key's secret part, as ``api_keys.secret_hash`` stores it."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
 def parse_key(token: str) -> tuple[str, str]:
@@ -116,7 +117,7 @@ def create_key(
     secret = secrets.token_urlsafe(32)
     site_list = None if sites is None else sorted(set(sites))
     row = conn.execute(
-        "INSERT INTO api_keys (id, name, role, sites, secret_sha256)"
+        "INSERT INTO api_keys (id, name, role, sites, secret_hash)"
         " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
         (key_id, name, role.value, site_list, hash_secret(secret)),
     ).fetchone()
@@ -142,7 +143,7 @@ def authenticate(header: str | None) -> Principal:
     row = (
         get_conn()
         .execute(
-            "SELECT name, role, sites, secret_sha256 FROM api_keys"
+            "SELECT name, role, sites, secret_hash FROM api_keys"
             " WHERE id = %s AND revoked_at IS NULL",
             (key_id,),
         )
@@ -150,7 +151,7 @@ def authenticate(header: str | None) -> Principal:
     )
     # Hash even when the id is unknown, so timing does not tell ids apart.
     digest = hash_secret(secret)
-    stored = bytes(row[3]) if row is not None else b"\0" * 32
+    stored = row[3] if row is not None else "0" * 64
     if row is None or not hmac.compare_digest(digest, stored):
         raise Unauthorized("unknown or revoked API key")
     name, role, sites, _ = row

@@ -1,14 +1,4 @@
--- The operator API's own tables: API keys, rate-limit windows, code-attempt lockouts.
-
-CREATE TABLE IF NOT EXISTS api_keys (
-    id            text PRIMARY KEY,
-    name          text NOT NULL,
-    role          text NOT NULL CHECK (role IN ('admin', 'operator', 'courier', 'viewer')),
-    sites         text[],            -- NULL: every site
-    secret_sha256 bytea NOT NULL CHECK (length(secret_sha256) = 32),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    revoked_at    timestamptz
-);
+-- The operator API's own tables and one trigger (API keys themselves are in 0002_core.sql).
 
 -- Fixed-window counters shared by every API worker (unlocks per key …).
 CREATE TABLE api_rate_limits (
@@ -25,3 +15,21 @@ CREATE TABLE api_code_lockouts (
     locked_until timestamptz,
     updated_at   timestamptz NOT NULL
 );
+
+-- Wake the API workers waiting for a command (`?wait=`): when a command reaches a
+-- final state (ingest stores the cabinet's ack, or it times out), NOTIFY its id.
+-- Delivered on commit, to whichever worker LISTENs (smartlocker/cloud/api/waiter.py).
+CREATE FUNCTION smartlocker_notify_command() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('smartlocker_command', NEW.id);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER commands_notify_final
+    AFTER UPDATE OF status ON commands
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND NEW.status IN ('succeeded', 'failed', 'rejected', 'timed_out'))
+    EXECUTE FUNCTION smartlocker_notify_command();
