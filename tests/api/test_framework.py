@@ -135,6 +135,18 @@ def test_code_lockout_grows_and_clears(api_db: str) -> None:
         assert exc.value.slug == "code-throttled"
         assert exc.value.retry_after == 21
         throttle.check(conn, subjects, now + timedelta(seconds=31))
+        throttle.failed(conn, subjects, now + timedelta(seconds=31))  # 4th: 60 s
+        with pytest.raises(RateLimited) as exc:
+            throttle.check(conn, subjects, now + timedelta(seconds=32))
+        assert exc.value.retry_after == 60
+        # a right code ends the run (the running lockout stays) …
         throttle.succeeded(conn, subjects)
-        throttle.failed(conn, subjects, now)
-        throttle.check(conn, subjects, now)
+        later = now + timedelta(seconds=100)
+        throttle.failed(conn, subjects, later)
+        throttle.check(conn, subjects, later)
+        # … and so does a quarter of an hour without a wrong code
+        for _ in range(2):
+            throttle.failed(conn, subjects, later)
+        much_later = later + timedelta(minutes=16)
+        throttle.failed(conn, subjects, much_later)
+        throttle.check(conn, subjects, much_later)

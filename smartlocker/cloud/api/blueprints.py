@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import health
+from . import alerts, cabinets, commands, health, parcels, sites
 
 __all__ = ["ALL"]
 
-ALL: list[Blueprint] = [health.bp]
+ALL: list[Blueprint] = [
+    health.bp,
+    sites.bp,
+    cabinets.bp,
+    commands.bp,
+    parcels.bp,
+    alerts.bp,
+]

@@ -190,6 +190,7 @@ class CredentialSet(_Out):
     mqtt_username: str
     mqtt_password: str
     mqtt_client_id: str
+    mqtt_url: str | None = Field(description="The broker address cabinets use, if configured.")
     cloud_public_key_pem: str
     code_key_hex: str = Field(description="The cabinet's code key (hex), for offline code checks.")
     broker_registered: bool = Field(

@@ -63,19 +63,26 @@ def hit(
 def lockout_for(failures: int, free_attempts: int) -> timedelta | None:
     """How long to refuse codes after ``failures`` wrong ones in a row.
 
-    The first ``free_attempts`` cost nothing; then 30 s, doubling with each further
-    wrong code, up to one hour.
+    The kiosk's policy (``smartlocker/edge_agent/throttle.py``, kept equal here
+    because the cloud does not import the agent's hardware-bound package): from
+    the ``free_attempts``-th wrong code on, 30 s doubling with each one, at most 1 h.
     """
     if failures < free_attempts:
         return None
-    return timedelta(seconds=min(30 * 2 ** (failures - free_attempts), 3600))
+    exponent = min(failures - free_attempts, 30)
+    return timedelta(seconds=min(30.0 * 2**exponent, 3600.0))
 
 
 @dataclass(frozen=True, slots=True)
 class CodeThrottle:
-    """Wrong-code lockouts per subject (``parcel:<id>``, ``key:<id>``)."""
+    """Wrong-code lockouts per subject (``parcel:<id>``, ``key:<id>``), as the kiosk's.
 
-    free_attempts: int = 3
+    A run of wrong codes is forgotten after ``reset_after`` without one; a right
+    code ends the run but not a lockout already running.
+    """
+
+    free_attempts: int = 5
+    reset_after: timedelta = timedelta(minutes=15)
 
     def check(self, conn: psycopg.Connection[Any], subjects: list[str], now: datetime) -> None:
         """Raise :class:`RateLimited` if any subject is locked out right now."""
@@ -97,17 +104,19 @@ class CodeThrottle:
             for subject in subjects:
                 row = conn.execute(
                     "INSERT INTO api_code_lockouts (subject, failures, updated_at)"
-                    " VALUES (%s, 1, %s) ON CONFLICT (subject) DO UPDATE"
-                    " SET failures = api_code_lockouts.failures + 1,"
+                    " VALUES (%s, 1, %s) ON CONFLICT (subject) DO UPDATE SET failures ="
+                    " CASE WHEN api_code_lockouts.updated_at > EXCLUDED.updated_at - %s"
+                    " THEN api_code_lockouts.failures + 1 ELSE 1 END,"
                     " updated_at = EXCLUDED.updated_at"
                     " RETURNING failures",
-                    (subject, now),
+                    (subject, now, self.reset_after),
                 ).fetchone()
                 assert row is not None
                 lock = lockout_for(row[0], self.free_attempts)
                 if lock is not None:
                     conn.execute(
-                        "UPDATE api_code_lockouts SET locked_until = %s WHERE subject = %s",
+                        "UPDATE api_code_lockouts SET locked_until ="
+                        " greatest(locked_until, %s) WHERE subject = %s",
                         (now + lock, subject),
                     )
                     logger.warning(
@@ -118,5 +127,8 @@ class CodeThrottle:
                     )
 
     def succeeded(self, conn: psycopg.Connection[Any], subjects: list[str]) -> None:
+        """A right code ends the run of wrong ones (a running lockout stays)."""
         with conn.transaction():
-            conn.execute("DELETE FROM api_code_lockouts WHERE subject = ANY(%s)", (subjects,))
+            conn.execute(
+                "UPDATE api_code_lockouts SET failures = 0 WHERE subject = ANY(%s)", (subjects,)
+            )

@@ -11,7 +11,7 @@ the same registry, so the served document cannot drift from the code.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
@@ -24,7 +24,7 @@ from .errors import Forbidden, NotFound, ValidationFailed
 
 __all__ = ["OPERATIONS", "Operation", "json_response", "operation"]
 
-_RULE_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
 
 #: Every declared operation, in registration order.
 OPERATIONS: list[Operation] = []
@@ -51,8 +51,8 @@ class Operation:
 
     @property
     def path(self) -> str:
-        """The OpenAPI path (``/sites/{site}``) of the Flask rule (``/sites/<site>``)."""
-        return _RULE_PARAM.sub(r"{\1}", self.rule)
+        """The OpenAPI path (``/api/v1/sites/{site}``)."""
+        return self.rule
 
 
 def json_response(
@@ -77,7 +77,7 @@ def operation(
     status: int = 200,
     errors: Iterable[int] = (),
     description: str = "",
-    extra_responses: dict[int, tuple[str, type[BaseModel] | None]] | None = None,
+    extra_responses: Mapping[int, tuple[str, type[BaseModel] | None]] | None = None,
     prefix: str = "/api/v1",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``view`` on ``bp`` and in :data:`OPERATIONS`.
@@ -88,13 +88,13 @@ def operation(
     """
     allowed = None if roles is None else frozenset(roles)
     params = dict(path_params or {})
-    declared = set(_RULE_PARAM.findall(rule))
+    declared = set(_PATH_PARAM.findall(rule))
     if declared != set(params):
         raise ValueError(f"{rule}: path parameters {sorted(declared)} need patterns")
     compiled = {name: re.compile(pattern) for name, pattern in params.items()}
     error_codes = set(errors) | {400}
     if allowed is not None:
-        error_codes |= {401, 403, 429}
+        error_codes |= {401, 403}
     if params:
         error_codes.add(404)
 
@@ -142,7 +142,8 @@ def operation(
                 return Response(status=204)
             return json_response(result, status)
 
-        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method.upper()])
+        flask_rule = prefix + _PATH_PARAM.sub(r"<\1>", rule)
+        bp.add_url_rule(flask_rule, view.__name__, wrapper, methods=[method.upper()])
         return view
 
     return decorate
