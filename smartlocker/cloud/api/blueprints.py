@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import alerts, cabinets, commands, health, parcels, sites
+from . import alerts, cabinets, commands, health, insight, parcels, sites
 
 __all__ = ["ALL"]
 
@@ -15,4 +15,5 @@ ALL: list[Blueprint] = [
     commands.bp,
     parcels.bp,
     alerts.bp,
+    insight.bp,
 ]

@@ -338,6 +338,7 @@ class ResendResult(_Out):
 
 
 class EventQuery(PageQuery):
+    source: Literal["cabinet", "operator"] | None = None
     site: SiteId | None = None
     cabinet: CabinetId | None = None
     compartment: CompartmentId | None = None
