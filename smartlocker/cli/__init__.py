@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "cloud": "smartlocker.cli.cloud_cmd:cloud",
     "db": "smartlocker.cli.db_cmd:db",
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
+    "edge": "smartlocker.cli.edge_cmd:edge",
 }
 
 
