@@ -125,6 +125,7 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
     cross_site_successes: list[str] = []
     escalations: list[str] = []
     denied_wrongly: list[str] = []
+    server_errors: list[str] = []
     calls = 0
     for op in OPERATIONS:
         if op.roles is None:
@@ -139,6 +140,8 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                 )
                 calls += 1
                 where = f"{op.method} {url} as {role}@{site}: {r.status_code}"
+                if r.status_code >= 500:
+                    server_errors.append(where + f" {r.json}")
                 if role not in allowed:
                     if r.status_code != 403:
                         escalations.append(where)
@@ -156,6 +159,7 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                 if r.status_code in (401, 403):
                     denied_wrongly.append(where + f" {r.json}")
     assert calls >= 8 * 20
+    assert server_errors == []
     assert cross_site_successes == []
     assert escalations == []
     assert denied_wrongly == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class ApiState:
     topics: TopicScheme = field(default_factory=TopicScheme)
     throttle: CodeThrottle = field(default_factory=CodeThrottle)
     owns_publisher: bool = False
+    #: Random per process: the ``X-Worker`` header tells workers apart (no pid leaks).
+    worker_id: str = field(default_factory=lambda: secrets.token_hex(4))
     _openapi: bytes | None = field(default=None, repr=False)
 
     def require_keys(self) -> CloudKeys:
@@ -208,6 +211,7 @@ def _start_timer() -> None:
 
 def _count(response: Response) -> Response:
     s = state()
+    response.headers["X-Worker"] = s.worker_id
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     s.metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
     started = g.get("started")

@@ -69,7 +69,7 @@ SELECT * FROM (
                        WHEN 'compartment' THEN split_part(a.target, '/', 1)
                        WHEN 'parcel' THEN (SELECT cabinet FROM parcels WHERE id = a.target)
                        WHEN 'alert' THEN
-                         (SELECT cabinet FROM alerts WHERE a.target ~ '^[0-9]{1,18}$'
+                         (SELECT cabinet FROM alerts WHERE a.target ~ '^[0-9]{{1,18}}$'
                                                         AND id = a.target::bigint)
                      END AS cab,
                      CASE a.target_kind
