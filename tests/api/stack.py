@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ class ServedApi:
     def stop(self) -> None:
         self.session.close()
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)  # gunicorn: quick shutdown
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:

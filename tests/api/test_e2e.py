@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,11 +20,13 @@ import pytest
 import requests
 
 from smartlocker.cloud.api.auth import Role
+from smartlocker.cloud.db import migrate
 from smartlocker.cloud.downlink import publish_effects
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.reactions import Reactions
 from smartlocker.embedded import MosquittoBroker
 from smartlocker.protocol import utcnow
+from tests.support.pg import PgCluster
 
 from .conftest import make_key
 from .stack import (
@@ -77,8 +78,23 @@ class Stack:
         return str(row[0])
 
 
-@pytest.fixture
-def stack(api_db: str, tmp_path: Path, cloud_keys: CloudKeys) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def e2e_db(pg_cluster: PgCluster) -> Iterator[str]:
+    """One database per flavor for this module's tests (each test has its own parcels)."""
+    url = pg_cluster.create_database()
+    try:
+        migrate(url)
+        yield url
+    finally:
+        pg_cluster.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    e2e_db: str, tmp_path_factory: pytest.TempPathFactory, cloud_keys: CloudKeys
+) -> Iterator[Stack]:
+    api_db = e2e_db
+    tmp_path = tmp_path_factory.mktemp("e2e")
     broker, cloud_password, pid_file = start_broker(tmp_path / "broker")
     cloud_url = f"mqtt://{CLOUD_USER}:{cloud_password}@{broker.host}:{broker.port}"
     api = ingest = cabinet = None
@@ -102,7 +118,11 @@ def stack(api_db: str, tmp_path: Path, cloud_keys: CloudKeys) -> Iterator[Stack]
             {
                 "id": "cab-e2e",
                 "site": "s1",
-                "compartments": [{"id": "A1", "size": "s"}, {"id": "A2", "size": "m"}],
+                "compartments": [
+                    {"id": "A1", "size": "s"},
+                    {"id": "A2", "size": "m"},
+                    {"id": "A3", "size": "l"},
+                ],
             },
         )
         assert provisioned.status_code == 201, provisioned.text
@@ -149,7 +169,8 @@ def _deposit(s: Stack, parcel: str) -> None:
 
 
 def test_courier_deposits_and_the_recipient_picks_up_at_the_kiosk(stack: Stack) -> None:
-    parcel = _reserve(stack, recipient="ann@example.org")["id"]
+    reserved = _reserve(stack, recipient="ann@example.org")
+    parcel = reserved["id"]
     _deposit(stack, parcel)
     code = stack.pickup_code(parcel)
 
@@ -159,7 +180,7 @@ def test_courier_deposits_and_the_recipient_picks_up_at_the_kiosk(stack: Stack) 
         return r if r.status_code == 200 else None
 
     answer = wait_for(kiosk, 10, "the kiosk to accept the pickup code")
-    assert answer.json().get("compartment") == "A1", answer.text
+    assert answer.json().get("compartment") == reserved["compartment"], answer.text
     done = stack.wait_state(parcel, "picked_up")
     assert [h["to_state"] for h in done["history"]] == ["reserved", "deposited", "picked_up"]
 
@@ -223,7 +244,7 @@ def test_remote_unlock_waits_for_the_ack_across_two_workers(stack: Stack) -> Non
         assert sent < 40, f"only one worker ever answered: {workers}"
         r = stack.api.call(
             "POST",
-            "/api/v1/cabinets/cab-e2e/compartments/A2/unlock",
+            "/api/v1/cabinets/cab-e2e/compartments/A3/unlock",
             stack.operator,
             {"reason": "customer stuck at the door"},
             fresh=True,
@@ -240,7 +261,7 @@ def test_remote_unlock_waits_for_the_ack_across_two_workers(stack: Stack) -> Non
     # without wait: 202 with the command as created and sent
     r = stack.api.call(
         "POST",
-        "/api/v1/cabinets/cab-e2e/compartments/A2/unlock",
+        "/api/v1/cabinets/cab-e2e/compartments/A3/unlock",
         stack.operator,
         {"reason": "check"},
     )
