@@ -74,7 +74,8 @@ def app(
     api_db: str, cloud_keys: CloudKeys, publisher: PahoPublisher, clock: Clock
 ) -> Iterator[Flask]:
     application = create_app(
-        ApiSettings(database_url=api_db, pool_min=1, pool_max=4),
+        # No cabinet answers here: a ?wait= gives up quickly.
+        ApiSettings(database_url=api_db, pool_min=1, pool_max=4, max_wait_seconds=0.2),
         keys=cloud_keys,
         publisher=publisher,
         clock=clock,

@@ -44,6 +44,8 @@ class ApiSettings:
     pool_max: int = 16
     #: Remote unlocks per API key per minute (shared by every worker, in PostgreSQL).
     unlocks_per_minute: int = 600
+    #: The longest ``?wait=`` honoured (a longer one is cut to this).
+    max_wait_seconds: float = 30.0
     #: Wrong pickup codes per parcel / key before the growing lockout starts.
     code_free_attempts: int = 5
     #: Where provisioning registers cabinets' MQTT passwords (Mosquitto password file).

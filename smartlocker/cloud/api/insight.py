@@ -101,7 +101,10 @@ def _window(
     since: datetime | None, until: datetime | None, width: timedelta, default: timedelta
 ) -> tuple[datetime, datetime]:
     end = until or state().clock()
-    start = since or end - default
+    try:
+        start = since or end - default
+    except OverflowError:
+        raise Unprocessable("the time range is out of bounds", slug="bad-time-range") from None
     if start >= end:
         raise Unprocessable("since must be before until", slug="bad-time-range")
     return start, end

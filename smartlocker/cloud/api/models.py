@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from smartlocker.protocol.ids import CABINET_ID_PATTERN, COMPARTMENT_ID_PATTERN
 
@@ -73,6 +73,17 @@ ParcelState = Literal["reserved", "deposited", "picked_up", "expired", "returned
 CommandState = Literal["created", "sent", "succeeded", "failed", "rejected", "timed_out"]
 #: A bucket width like ``5m``, ``1h``, ``1d`` (seconds s, minutes m, hours h, days d).
 Bucket = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,3}[smhd]$")]
+
+
+def _plausible(value: datetime) -> datetime:
+    """Times the database and Python both represent (years 2000 to 2999)."""
+    if not 2000 <= value.year <= 2999:
+        raise ValueError("a time between the years 2000 and 2999")
+    return value
+
+
+#: An input time: with a zone, and within a sane range.
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class _In(BaseModel):
@@ -261,7 +272,7 @@ class ParcelCreate(_In):
     direction: Literal["inbound", "outbound"] = "inbound"
     recipient: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    deadline: AwareDatetime | None = None
+    deadline: Moment | None = None
     id: ParcelId | None = Field(default=None, description="Your own parcel id (default: random).")
 
     @model_validator(mode="after")
@@ -326,7 +337,7 @@ class PickupRequest(_In):
 
 
 class ParcelExtend(_In):
-    deadline: AwareDatetime
+    deadline: Moment
 
 
 class ResendResult(_Out):
@@ -343,8 +354,8 @@ class EventQuery(PageQuery):
     cabinet: CabinetId | None = None
     compartment: CompartmentId | None = None
     type: Annotated[str, Field(pattern=r"^[a-z_.]{1,64}$")] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class Event(_Out):
@@ -366,8 +377,8 @@ class EventList(_Out):
 
 class TelemetryQuery(_In):
     bucket: Bucket = "5m"
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class TelemetryBucket(_Out):
@@ -389,8 +400,8 @@ class OccupancyQuery(_In):
     site: SiteId | None = None
     cabinet: CabinetId | None = None
     bucket: Bucket = "1h"
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class OccupancyPoint(_Out):

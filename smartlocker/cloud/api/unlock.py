@@ -115,7 +115,7 @@ def open_compartment(
             current = get_command(conn, row.id)
             return current if current.status in FINAL else None
 
-        done = s.waiter.wait(row.id, final, wait)
+        done = s.waiter.wait(row.id, final, min(wait, s.settings.max_wait_seconds))
         if done is not None:
             s.metrics.commands.labels(done.status.value).inc()
             return command_model(done), 200
