@@ -275,3 +275,48 @@ def test_remote_unlock_waits_for_the_ack_across_two_workers(stack: Stack) -> Non
     assert len(audit) == sent + 1
     assert audit[0]["actor"].startswith("apikey:")
     assert audit[0]["detail"]["reason"] == "check"
+
+
+def test_audit_trail_telemetry_and_occupancy(stack: Stack) -> None:
+    _deposit(stack, _reserve(stack)["id"])
+    r = stack.api.call(
+        "POST",
+        "/api/v1/cabinets/cab-e2e/compartments/A3/unlock",
+        stack.operator,
+        {"reason": "inspection"},
+        wait=10,
+    )
+    assert r.status_code == 200, r.text
+
+    def door_events() -> list[dict[str, Any]]:
+        page = stack.api.call(
+            "GET",
+            "/api/v1/events",
+            stack.operator,
+            cabinet="cab-e2e",
+            compartment="A3",
+            source="cabinet",
+        ).json()
+        return [e for e in page["items"] if e["type"] == "door_closed"]
+
+    closed = wait_for(door_events, 10, "the door_closed event in the trail")
+    assert closed[0]["site"] == "s1"
+    readings = wait_for(
+        lambda: stack.api.call(
+            "GET", "/api/v1/cabinets/cab-e2e/telemetry", stack.operator, bucket="1m"
+        ).json()["items"],
+        10,
+        "telemetry buckets",
+    )
+    assert sum(b["samples"] for b in readings) >= 1
+    occupancy = stack.api.call(
+        "GET",
+        "/api/v1/stats/occupancy",
+        stack.operator,
+        cabinet="cab-e2e",
+        bucket="1h",
+        since=(utcnow() - timedelta(hours=2)).isoformat(),
+    ).json()["items"]
+    assert occupancy
+    assert {p["compartments"] for p in occupancy} == {3}
+    assert occupancy[-1]["occupied"] >= 1

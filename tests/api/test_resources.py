@@ -168,7 +168,7 @@ def test_reserve_cancel_extend_and_history(world: World) -> None:
     assert c.post("/api/v1/parcels", json=body, headers=world.key("courier")).status_code == 201
     dup = c.post("/api/v1/parcels", json=body, headers=world.key("courier"))
     assert dup.status_code == 409
-    assert dup.json["type"].endswith("/parcel-exists")
+    assert dup.json["type"].endswith("/conflict")
 
 
 def test_no_compartment_available_is_a_conflict(world: World) -> None:

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
+from smartlocker.cloud.db import Edition, detect_edition
 from smartlocker.cloud.downlink import Publisher
 from smartlocker.cloud.errors import CloudError
 from smartlocker.cloud.keys import CloudKeys, load_keys
@@ -67,6 +69,14 @@ class ApiState:
     #: Random per process: the ``X-Worker`` header tells workers apart (no pid leaks).
     worker_id: str = field(default_factory=lambda: secrets.token_hex(4))
     _openapi: bytes | None = field(default=None, repr=False)
+    _edition: Edition | None = field(default=None, repr=False)
+
+    def edition(self, conn: psycopg.Connection[Any]) -> Edition:
+        """The storage edition (detected once per process)."""
+        if self._edition is None:
+            self._edition = detect_edition(conn)
+            logger.info("storage edition: %s", self._edition.value)
+        return self._edition
 
     def require_keys(self) -> CloudKeys:
         if self.keys is None:

@@ -387,7 +387,6 @@ class TelemetryBucket(_Out):
     cpu_temp_c_avg: float | None
     cpu_temp_c_max: float | None
     outbox_depth_max: int | None
-    uptime_s_max: float | None
 
 
 class TelemetrySeries(_Out):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +9,6 @@ import psycopg
 from flask import Blueprint
 from psycopg import sql
 
-from smartlocker.cloud.errors import NoCompartmentAvailable
 from smartlocker.cloud.rules.openings import WrongCode, check_pickup_code, parcel_opening
 from smartlocker.cloud.rules.parcels import (
     cancel_parcel,
@@ -24,7 +21,7 @@ from .app import state
 from .auth import Principal, current_principal
 from .cabinets import republish
 from .db import get_conn
-from .errors import Conflict, NotFound
+from .errors import NotFound
 from .models import (
     PARCEL_ID_PATTERN,
     Command,
@@ -48,11 +45,7 @@ from .unlock import open_compartment
 
 __all__ = ["bp"]
 
-logger = logging.getLogger(__name__)
-
 bp = Blueprint("parcels", __name__)
-#: Tries of allocation before answering "no compartment available".
-_ALLOCATION_TRIES = 3
 _PATH = {"parcel": PARCEL_ID_PATTERN}
 _COLUMNS = (
     "id, site, cabinet, compartment, direction, size, state, reference, recipient, deadline,"
@@ -160,36 +153,21 @@ def reserve(body: ParcelCreate) -> ParcelReserved:
     else:
         assert body.site is not None
         visible_site(conn, principal, body.site)
-    keys = s.require_keys()
-    for attempt in range(_ALLOCATION_TRIES):
-        try:
-            reservation = reserve_parcel(
-                conn,
-                keys,
-                size=body.size,
-                actor=principal.actor,
-                now=s.clock(),
-                site=body.site,
-                cabinet=body.cabinet,
-                temperature=body.temperature,
-                direction=body.direction,
-                recipient=body.recipient,
-                reference=body.reference,
-                deadline=body.deadline,
-                parcel=body.id,
-            )
-            break
-        except NoCompartmentAvailable:
-            # Allocation skips rows locked by anyone (SKIP LOCKED), also by ingest
-            # updating a door's state for a moment: look again before saying "full".
-            if attempt == _ALLOCATION_TRIES - 1:
-                raise
-            logger.info("no compartment free at try %d; trying again", attempt + 1)
-            time.sleep(0.02 * (attempt + 1))
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == "parcels_pkey":
-                raise Conflict(f"parcel {body.id!r} exists", slug="parcel-exists") from exc
-            raise
+    reservation = reserve_parcel(
+        conn,
+        s.require_keys(),
+        size=body.size,
+        actor=principal.actor,
+        now=s.clock(),
+        site=body.site,
+        cabinet=body.cabinet,
+        temperature=body.temperature,
+        direction=body.direction,
+        recipient=body.recipient,
+        reference=body.reference,
+        deadline=body.deadline,
+        parcel=body.id,
+    )
     republish(conn, reservation.cabinet)
     return ParcelReserved(
         **_load(conn, reservation.parcel),

@@ -23,7 +23,7 @@ from .app import state
 from .auth import Principal
 from .errors import ServiceUnavailable
 from .models import Command
-from .publisher import PublishError
+from .publisher import MqttPublishError
 from .ratelimit import hit
 
 __all__ = ["FINAL", "command_model", "open_compartment"]
@@ -102,11 +102,11 @@ def open_compartment(
         )
     try:
         send_command(conn, publisher, keys.signing_key, row.id, now=now, topics=s.topics)
-    except (PublishError, OSError) as exc:
+    except MqttPublishError as exc:
         logger.error("command %s not published: %s", row.id, exc)
         s.metrics.commands.labels("unpublished").inc()
         raise ServiceUnavailable(
-            f"the broker did not take command {row.id}; it will time out unsent",
+            f"the broker did not take command {row.id}; it times out unsent ({exc})",
             slug="mqtt-unavailable",
         ) from exc
     if wait:
