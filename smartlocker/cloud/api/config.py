@@ -68,6 +68,11 @@ class ApiSettings:
             given = overrides.pop(name, None) or env.get(var)
             if given:
                 values[name] = Path(str(given))
+        limit = overrides.pop("unlocks_per_minute", None) or env.get(
+            "SMARTLOCKER_API_UNLOCKS_PER_MINUTE"
+        )
+        if limit:
+            values["unlocks_per_minute"] = int(str(limit))
         if "database_url" not in values:
             raise ValueError("SMARTLOCKER_DATABASE_URL is not set")
         values.update({k: v for k, v in overrides.items() if v is not None})
