@@ -56,6 +56,67 @@ class UnlockBenchConfig:
     api_workers: int = 2
     api_threads: int = 16
     timescaledb: bool = True
+    #: TCP_NODELAY on the agents' MQTT sockets (the agent does not set it itself).
+    agent_nodelay: bool = False
+
+
+class _Probe:
+    """Watches commands and acks on the broker (as the cloud account), with arrival times.
+
+    Splits each round trip into the API leg (request → command on the broker), the
+    cabinet leg (command → ack on the broker) and the return leg (ack → HTTP answer:
+    ingest, the commit, NOTIFY, the waiting worker).
+    """
+
+    def __init__(self, host: str, port: int, username: str, password: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.username_pw_set(username, password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.connect(host, port)
+        client.loop_start()
+        self._client = client
+        self._ready.wait(10)
+
+    def _on_connect(self, client: Any, *_: Any) -> None:
+        client.subscribe([("lockers/+/commands", 0), ("lockers/+/acks", 0)])
+        self._ready.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        at = time.time()
+        data = json.loads(msg.payload)
+        key = ("ack", data["command_id"]) if data["type"] == "ack" else ("command", data["id"])
+        with self._lock:
+            self.seen.setdefault(key, at)
+
+    def legs(self, requests_: list[tuple[str, float, float]]) -> dict[str, float]:
+        api, cabinet, back = [], [], []
+        with self._lock:
+            for command, t0, t1 in requests_:
+                sent = self.seen.get(("command", command))
+                acked = self.seen.get(("ack", command))
+                if sent is None or acked is None:
+                    continue
+                api.append(sent - t0)
+                cabinet.append(acked - sent)
+                back.append(t1 - acked)
+        if not api:
+            return {}
+        return {
+            "request_to_command_p50_ms": round(statistics.median(api) * 1000, 2),
+            "command_to_ack_p50_ms": round(statistics.median(cabinet) * 1000, 2),
+            "ack_to_answer_p50_ms": round(statistics.median(back) * 1000, 2),
+        }
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -287,7 +348,13 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             targets += [(cabinet, c) for c in ids]
         with open(work / "cabinets.log", "wb") as log:
             cabinets = subprocess.Popen(
-                [sys.executable, "-m", "smartlocker.bench.instant_cabinet", *map(str, configs)],
+                [
+                    sys.executable,
+                    "-m",
+                    "smartlocker.bench.instant_cabinet",
+                    *(["--nodelay"] if cfg.agent_nodelay else []),
+                    *map(str, configs),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -301,8 +368,12 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "the cabinets to come online",
         )
 
+        probe = _Probe(broker.host, broker.port, CLOUD_USER, cloud_password)
+        procs.add(probe.close)
+        timeline: list[tuple[str, float, float]] = []
+
         def unlock(s: requests.Session, cabinet: str, compartment: str) -> tuple[float, bool]:
-            t0 = time.perf_counter()
+            w0, t0 = time.time(), time.perf_counter()
             r = s.post(
                 f"{base}/api/v1/cabinets/{cabinet}/compartments/{compartment}/unlock",
                 params={"wait": "5"},
@@ -311,6 +382,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             )
             elapsed = time.perf_counter() - t0
             ok = r.status_code == 200 and r.json()["status"] == "succeeded"
+            if r.status_code in (200, 202):
+                timeline.append((r.json()["id"], w0, time.time()))
             return elapsed, ok
 
         for i in range(cfg.warmup):
@@ -321,7 +394,9 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             elapsed, ok = unlock(session, *targets[i % len(targets)])
             latencies.append(elapsed)
             failures += not ok
-        sequential = {**_summary(latencies), "failures": failures}
+        sequential: dict[str, Any] = {**_summary(latencies), "failures": failures}
+        sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
+        sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
 
         results: list[list[tuple[float, bool]]] = [[] for _ in range(cfg.clients)]
         stop_at = time.perf_counter() + cfg.duration
@@ -362,6 +437,44 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         return report
     finally:
         procs.close()
+
+
+def _breakdown(db: str, last: int) -> dict[str, float]:
+    """Medians (ms) of each leg of the last ``last`` commands, from the rows' own clocks.
+
+    created → sent: the API signs and publishes (PUBACK awaited); sent → pulse: MQTT to
+    the agent, verification, the agent's durable record, the pulse (``unlocked`` event
+    ts); pulse → final: door opens, the ack is stored and sent, ingest commits it.
+    """
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            """
+            WITH c AS (
+                SELECT id, created_at, sent_at, finished_at FROM commands
+                WHERE status = 'succeeded' ORDER BY created_at DESC LIMIT %s
+            ), p AS (
+                SELECT c.*, (SELECT min(e.ts) FROM events e
+                             WHERE e.type = 'unlocked' AND e.body->>'command_id' = c.id) AS pulse
+                FROM c
+            )
+            SELECT percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM sent_at - created_at)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM pulse - sent_at)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM finished_at - pulse)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM finished_at - created_at))
+            FROM p
+            """,
+            (last,),
+        ).fetchone()
+    names = ("created_to_sent", "sent_to_pulse", "pulse_to_final", "created_to_final")
+    return {
+        n: round(float(v) * 1000, 2)
+        for n, v in zip(names, row or (), strict=False)
+        if v is not None
+    }
 
 
 def _ready(session: requests.Session, base: str, api: subprocess.Popen[bytes]) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -19,6 +21,9 @@ __all__ = ["unlock"]
 @click.option("--api-workers", default=2, show_default=True)
 @click.option("--api-threads", default=16, show_default=True)
 @click.option("--plain-postgres", is_flag=True, help="PostgreSQL without TimescaleDB")
+@click.option(
+    "--agent-nodelay", is_flag=True, help="TCP_NODELAY on the agents' MQTT sockets (see docs)"
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
 def unlock(
     sequential: int,
@@ -29,10 +34,14 @@ def unlock(
     api_workers: int,
     api_threads: int,
     plain_postgres: bool,
+    agent_nodelay: bool,
     out: Path | None,
 ) -> None:
     """HTTP unlock → MQTT → real agents on mock pins → ack → ingest → HTTP answer."""
     from smartlocker.bench.unlock_bench import UnlockBenchConfig, run_unlock_bench
+
+    # SIGTERM stops the private services in order, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     report = run_unlock_bench(
         UnlockBenchConfig(
@@ -44,6 +53,7 @@ def unlock(
             api_workers=api_workers,
             api_threads=api_threads,
             timescaledb=not plain_postgres,
+            agent_nodelay=agent_nodelay,
         ),
         out,
     )
