@@ -10,6 +10,8 @@ final (the ack was ingested, in whichever process) or the wait is over.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -73,14 +75,15 @@ def open_compartment(
     keys = s.require_keys()
     publisher = s.require_publisher()
     now = s.clock()
-    hit(
-        conn,
-        f"unlock:{principal.key_id}",
-        limit=s.settings.unlocks_per_minute,
-        window=timedelta(minutes=1),
-        now=now,
-    )
     with conn.transaction():
+        hit(
+            conn,
+            f"unlock:{principal.key_id}",
+            limit=s.settings.unlocks_per_minute,
+            window=timedelta(minutes=1),
+            now=now,
+            own_transaction=False,
+        )
         row = create_unlock_command(
             conn,
             cabinet,
@@ -100,23 +103,27 @@ def open_compartment(
             now=now,
             detail={"command": row.id, "reason": reason, "parcel": parcel},
         )
-    try:
-        send_command(conn, publisher, keys.signing_key, row.id, now=now, topics=s.topics)
-    except MqttPublishError as exc:
-        logger.error("command %s not published: %s", row.id, exc)
-        s.metrics.commands.labels("unpublished").inc()
-        raise ServiceUnavailable(
-            f"the broker did not take command {row.id}; it times out unsent ({exc})",
-            slug="mqtt-unavailable",
-        ) from exc
-    if wait:
 
-        def final() -> CommandRow | None:
-            current = get_command(conn, row.id)
-            return current if current.status in FINAL else None
+    def final() -> CommandRow | None:
+        current = get_command(conn, row.id)
+        return current if current.status in FINAL else None
 
-        done = s.waiter.wait(row.id, final, min(wait, s.settings.max_wait_seconds))
-        if done is not None:
-            s.metrics.commands.labels(done.status.value).inc()
-            return command_model(done), 200
-    return command_model(get_command(conn, row.id)), 202
+    # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
+    with s.waiter.watch(row.id) if wait else nullcontext() as watch:
+        try:
+            send_command(conn, publisher, keys.signing_key, row.id, now=now, topics=s.topics)
+        except MqttPublishError as exc:
+            logger.error("command %s not published: %s", row.id, exc)
+            s.metrics.commands.labels("unpublished").inc()
+            raise ServiceUnavailable(
+                f"the broker did not take command {row.id}; it times out unsent ({exc})",
+                slug="mqtt-unavailable",
+            ) from exc
+        if watch is not None and wait:
+            done = watch.wait(final, min(wait, s.settings.max_wait_seconds))
+            if done is not None:
+                s.metrics.commands.labels(done.status.value).inc()
+                return command_model(done), 200
+            return command_model(get_command(conn, row.id)), 202
+    # Published: "sent", unless the ack overtook this line (then it says so next time).
+    return command_model(replace(row, status=CommandStatus.SENT)), 202
