@@ -30,9 +30,22 @@ T = TypeVar("T")
 class Watch:
     """One registered interest in a key (see :meth:`CommandWaiter.watch`)."""
 
-    def __init__(self, event: threading.Event, recheck: float) -> None:
+    def __init__(
+        self,
+        event: threading.Event,
+        recheck: float,
+        listen: Callable[[str], None] | None = None,
+    ) -> None:
         self._event = event
         self._recheck = recheck
+        self._listen = listen
+
+    def listen(self, key: str) -> None:
+        """Name the key of a :meth:`CommandWaiter.watch_later` (once it is known)."""
+        if self._listen is None:
+            raise RuntimeError("this watch already has its key")
+        self._listen(key)
+        self._listen = None
 
     def wait(self, check: Callable[[], T | None], timeout: float) -> T | None:
         """Sleep until notified (or ``recheck`` passed), then ``check()``; until ``timeout``."""
@@ -83,6 +96,29 @@ class CommandWaiter:
                     events.discard(event)
                     if not events:
                         del self._waiting[key]
+
+    @contextmanager
+    def watch_later(self) -> Iterator[Watch]:
+        """A watch whose key is given later by :meth:`Watch.listen` (before publishing)."""
+        self._ensure_started()
+        event = threading.Event()
+        keys: list[str] = []
+
+        def listen(key: str) -> None:
+            with self._lock:
+                self._waiting.setdefault(key, set()).add(event)
+            keys.append(key)
+
+        try:
+            yield Watch(event, self._recheck, listen)
+        finally:
+            with self._lock:
+                for key in keys:
+                    events = self._waiting.get(key)
+                    if events is not None:
+                        events.discard(event)
+                        if not events:
+                            del self._waiting[key]
 
     def close(self) -> None:
         self._stop.set()
