@@ -54,10 +54,15 @@ def test_bad_inputs_are_dead_lettered_with_reasons(
         cab.publish(topic("cab-d", "events"), event("cab-d", 1))
         receipt = json.loads(cab.expect(timeout=10).payload)
         assert receipt["upto_seq"] == 1
-        wait_for(
-            lambda: count(db_url, "SELECT count(*) FROM dead_letters") == len(BAD),
-            what="every bad input dead-lettered",
-        )
+        try:
+            wait_for(
+                lambda: count(db_url, "SELECT count(*) FROM dead_letters") == len(BAD),
+                timeout=30,
+                what="every bad input dead-lettered",
+            )
+        except AssertionError:
+            got = query(db_url, "SELECT topic, reason FROM dead_letters ORDER BY id")
+            raise AssertionError(f"dead letters so far: {got}") from None
     rows = query(db_url, "SELECT topic, payload, reason, detail FROM dead_letters ORDER BY id")
     assert sorted(r[2] for r in rows) == sorted(reason for _, _, reason in BAD)
     for t, payload, reason in BAD:

@@ -42,7 +42,7 @@ def test_events_are_stored_once_and_receipted_contiguously(
             return seen.get("cab-1", 0) >= upto
 
         wait_for(lambda: receipted(24), what="receipt up to 24")
-        assert count(db_url, "SELECT count(*) FROM events") == 29
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM events") == 29, what="29 rows stored")
         # Not beyond the gap, however long we wait.
         assert not receipted(25)
         cab.publish(topic("cab-1", "events"), event("cab-1", 25))

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 _UPLINK = (Channel.EVENTS, Channel.TELEMETRY, Channel.STATUS, Channel.ACKS, Channel.REPORTED)
 #: PUBACK with reason "success" and no properties (MQTT 5 §3.4.2.1 allows the short form).
 _PUBACK = [b"\x40\x02" + mid.to_bytes(2, "big") for mid in range(65536)]
+#: Publishes waiting for the broker (while disconnected) at most.
+OUTBOX_LIMIT = 100_000
 _UNSTAMPED = datetime.min.replace(tzinfo=UTC)
 _RECEIPT = '{"v":1,"id":"%s","ts":"%s","cabinet":"%s","type":"receipt","upto_seq":%d}'
 
@@ -250,6 +252,13 @@ class IngestWorker:
             self.settings.client_id,
             bool(session_present),
         )
+        if not session_present:
+            # The broker forgot our session (it was killed): gmqtt dropped the QoS 1
+            # messages it had stored for replay, but not their packet ids, which would
+            # stay "in flight" forever and shrink the Receive Maximum window to zero.
+            ids = self._handler.id_generator
+            stored = {mid for mid, _ in client._persistent_storage.get_all()}
+            ids._used_ids.intersection_update(stored)
         # Always (re)subscribe: a broker that lost its state (SIGKILL) lost ours too.
         client.subscribe(
             [
@@ -361,8 +370,11 @@ class IngestWorker:
         The broker's Receive Maximum (Mosquitto: 20) bounds our unacknowledged QoS 1
         publishes and gmqtt raises beyond it, so publishes wait in an outbox.
         """
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            dropped = self._outbox.popleft()
+            logger.warning("outbox full while disconnected: %s not published", dropped[0])
         self._outbox.append((topic, payload, qos, retain))
-        self._pump()
+        self._pump()  # now if connected, else after the reconnect (receipt loop)
 
     def _capacity(self) -> int:
         ids = self._handler.id_generator

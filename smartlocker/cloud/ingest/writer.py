@@ -505,6 +505,11 @@ class Writer:
             return
         try:
             self.deliver(conn, effects)
+        except psycopg.OperationalError as exc:
+            logger.warning(
+                "downlink of %d effect(s) failed: database unavailable (%s)", len(effects), exc
+            )
+            self._drop_connection()
         except Exception:
             # Committed state is the truth: a desired state not published now is
             # republished by the next change or the cabinet's next report.
