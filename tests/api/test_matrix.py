@@ -4,7 +4,8 @@ Every operation of the registry must appear in EXPECTED (a new endpoint fails th
 test until its roles are written down here). Each is called with a key of every
 role limited to site s1 and to site s2, aimed at objects of s1:
 
-* s2 keys never succeed (2xx) on an s1 object, and lists never show them s1 rows;
+* s2 keys never succeed (2xx) on an s1 object, get 404 for it (not 403: existence does
+  not leak), and lists never show them s1 rows;
 * a role not in the expected set gets 403, a role in it never gets 401/403.
 """
 
@@ -126,6 +127,7 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
     escalations: list[str] = []
     denied_wrongly: list[str] = []
     server_errors: list[str] = []
+    leaks: list[str] = []
     calls = 0
     for op in OPERATIONS:
         if op.roles is None:
@@ -150,6 +152,10 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                     ok = 200 <= r.status_code < 300
                     if ok and (not is_list or _leaks_s1(r.json)):
                         cross_site_successes.append(where + f" {r.json}")
+                    # another site's object is "not found" (its existence does not leak)
+                    if not is_list and (op.method, op.path) != ("POST", "/api/v1/sites"):
+                        if r.status_code != 404:
+                            leaks.append(where)
                     continue
                 # a scoped admin may not create sites: that needs a key of every site
                 if (op.method, op.path) == ("POST", "/api/v1/sites"):
@@ -161,5 +167,6 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
     assert calls >= 8 * 20
     assert server_errors == []
     assert cross_site_successes == []
+    assert leaks == []
     assert escalations == []
     assert denied_wrongly == []
