@@ -188,6 +188,8 @@ def start_ingest(broker_url_with_cloud: str, database_url: str, keys: CloudKeys)
         deliver_factory=deliver_factory,
         batch_delay=0.001,
         receipt_interval=0.02,
+        # deadlines and command expiries ride on ingest's periodic sweep (on_tick)
+        writer_kw={"sweep_interval": 0.5},
     ).start()
 
 

@@ -21,9 +21,7 @@ import requests
 
 from smartlocker.cloud.api.auth import Role
 from smartlocker.cloud.db import migrate
-from smartlocker.cloud.downlink import publish_effects
 from smartlocker.cloud.keys import CloudKeys
-from smartlocker.cloud.reactions import Reactions
 from smartlocker.embedded import MosquittoBroker
 from smartlocker.protocol import utcnow
 from tests.support.pg import PgCluster
@@ -212,29 +210,13 @@ def test_an_expired_parcel_is_returned(stack: Stack) -> None:
     _deposit(stack, parcel)
     too_early = stack.api.call("POST", f"/api/v1/parcels/{parcel}/return", stack.courier)
     assert too_early.status_code == 409
-    # the periodic sweep (what a scheduler runs every few seconds): deadlines → expired
-    reactions = Reactions(stack.keys)
-
-    def sweep() -> bool:
-        with psycopg.connect(stack.url, autocommit=True) as conn:
-            with conn.transaction():
-                effects = reactions.on_tick(conn, utcnow())
-            publish_effects(conn, _NoPublish(), stack.keys.signing_key, effects)
-        return stack.parcel(parcel)["state"] == "expired"
-
-    wait_for(sweep, 10, "the deadline to pass")
+    # ingest's periodic sweep (the rules' on_tick) expires it once the deadline passed
+    stack.wait_state(parcel, "expired", timeout=15)
     r = stack.api.call("POST", f"/api/v1/parcels/{parcel}/return", stack.courier, wait=10)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "succeeded"
     done = stack.wait_state(parcel, "returned")
     assert [h["to_state"] for h in done["history"]][-2:] == ["expired", "returned"]
-
-
-class _NoPublish:
-    """The sweep's desired-state changes reach the cabinet through ingest's next delivery."""
-
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        return None
 
 
 def test_remote_unlock_waits_for_the_ack_across_two_workers(stack: Stack) -> None:
