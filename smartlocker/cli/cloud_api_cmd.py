@@ -9,7 +9,10 @@ from typing import Any
 
 import click
 
-from smartlocker.cloud.api.config import DEFAULT_BIND
+# Nothing of smartlocker.cloud.api is imported here: prometheus-client decides at its
+# import whether it runs in multiprocess mode, so PROMETHEUS_MULTIPROC_DIR must be set
+# before (see the command below).
+DEFAULT_BIND = "127.0.0.1:8080"
 
 __all__ = ["api"]
 
