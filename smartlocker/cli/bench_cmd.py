@@ -89,3 +89,13 @@ def ingest_bench(
     for key in ("ingest_vs_relay", "ingest_vs_naive"):
         if key in report:
             click.echo(f"{key}: {report[key]}")
+
+
+def _register_unlock() -> None:
+    """``smartlocker bench unlock`` lives in its own module (the API's)."""
+    from .bench_unlock_cmd import unlock
+
+    bench.add_command(unlock)
+
+
+_register_unlock()

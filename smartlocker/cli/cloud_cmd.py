@@ -166,3 +166,13 @@ def _real_rules(signing_key: str | None) -> tuple[Any, Any]:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     return load_rules(keys), downlink_factory(keys)
+
+
+def _register_api() -> None:
+    """``smartlocker cloud api`` lives in its own module (the API's)."""
+    from .cloud_api_cmd import api
+
+    cloud.add_command(api)
+
+
+_register_api()
