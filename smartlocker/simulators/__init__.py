@@ -1,0 +1,1 @@
+"""Simulators that drive the real code: a virtual cabinet on mock pins."""
