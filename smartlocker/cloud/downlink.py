@@ -188,15 +188,24 @@ def publish_effects(
     conn: psycopg.Connection[Any],
     publisher: Publisher,
     signing_key: Ed25519PrivateKey,
-    effects: _HasDesiredChanged,
+    effects: _HasDesiredChanged | Iterable[_HasDesiredChanged | None],
     *,
     topics: TopicScheme = _DEFAULT_TOPICS,
     now: datetime | None = None,
 ) -> list[DesiredState]:
-    """After the commit: republish the desired state of every cabinet the effects name."""
+    """After the commit: republish the desired state of every cabinet the effects name.
+
+    Takes one ``Effects`` or several (``None`` entries, from rules that react to
+    nothing, are skipped).
+    """
+    items = [effects] if hasattr(effects, "desired_changed") else effects
+    cabinets: set[str] = set()
+    for item in items:
+        if item is not None:
+            cabinets.update(item.desired_changed)
     return [
         publish_desired(conn, publisher, signing_key, cabinet, topics=topics, now=now)
-        for cabinet in sorted(set(effects.desired_changed))
+        for cabinet in sorted(cabinets)
     ]
 
 

@@ -43,9 +43,10 @@ def allocate(
     """Lock the best free compartment for a parcel of ``size``, in the caller's transaction.
 
     Search one ``cabinet``, or every cabinet of ``site``. With ``temperature``
-    only temperature-controlled compartments qualify; without it they come last,
-    so they stay free for the parcels that need them. The caller must insert the
-    parcel and set the compartment's occupancy before committing (see
+    only temperature-controlled compartments qualify; without it they are taken
+    after the ordinary compartments of the same size (size always comes first).
+    The caller must insert the parcel and set the compartment's occupancy before
+    committing (see
     :func:`smartlocker.cloud.rules.parcels.reserve_parcel`).
     """
     if size not in SIZES:

@@ -18,10 +18,11 @@ from typing import Any
 
 import psycopg
 
-from ..errors import NotFound, ValidationFailed
+from ..errors import InvalidTransition, NotFound, ValidationFailed
 from ..keys import CloudKeys
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
+from .commands import CommandRow, create_command
 from .fees import compute_fee, load_fee_policy
 from .lifecycle import ParcelState, Transition, apply_transition, occupancy_of
 
@@ -36,6 +37,7 @@ __all__ = [
     "record_deposit",
     "record_pickup",
     "record_return",
+    "request_opening",
     "resend_pickup_code",
     "reserve_parcel",
     "take_notifications",
@@ -272,6 +274,51 @@ def resend_pickup_code(
         code = issue_code(conn, keys, parcel, "pickup", valid_until=row[1], now=now)
         logger.info("pickup code of %s re-issued by %s", parcel, actor)
         return _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+
+
+#: Which parcel state a remote opening for each purpose needs, and where it leads.
+_OPENING = {
+    "deposit": (ParcelState.RESERVED, ParcelState.DEPOSITED),
+    "pickup": (ParcelState.DEPOSITED, ParcelState.PICKED_UP),
+    "return": (ParcelState.EXPIRED, ParcelState.RETURNED),
+}
+
+
+def request_opening(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    purpose: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> CommandRow:
+    """An unlock command for a parcel's compartment (API: deposit, app pickup, return).
+
+    Refuses (:class:`InvalidTransition`) when the parcel is not in the state the
+    purpose needs; the parcel moves later, when the cabinet reports the door
+    opened and closed. Send it with :func:`smartlocker.cloud.downlink.send_command`.
+    """
+    if purpose not in _OPENING:
+        raise ValidationFailed(f"purpose must be one of {', '.join(_OPENING)}")
+    need, goal = _OPENING[purpose]
+    row = conn.execute(
+        "SELECT state, cabinet, compartment FROM parcels WHERE id = %s", (parcel,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no parcel {parcel}", parcel=parcel)
+    if row[0] != need.value:
+        raise InvalidTransition(parcel, row[0], goal.value)
+    return create_command(
+        conn,
+        row[1],
+        row[2],
+        reason=reason or purpose,
+        actor=actor,
+        now=now,
+        parcel=parcel,
+        purpose=purpose,
+    )
 
 
 def take_notifications(conn: psycopg.Connection[Any], limit: int = 100) -> list[Notification]:
