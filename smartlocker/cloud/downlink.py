@@ -60,6 +60,7 @@ __all__ = [
     "build_desired_state",
     "create_unlock_command",
     "expire_commands",
+    "prune_desired_states",
     "publish_desired",
     "publish_effects",
     "send_command",
@@ -127,7 +128,7 @@ def build_desired_state(
     """
     with conn.transaction():
         row = conn.execute(
-            "SELECT desired_version FROM cabinets WHERE id = %s FOR UPDATE", (cabinet,)
+            "SELECT desired_version FROM cabinets WHERE id = %s FOR NO KEY UPDATE", (cabinet,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no cabinet {cabinet}", cabinet=cabinet)
@@ -164,6 +165,16 @@ def build_desired_state(
         },
         strict=False,
     )
+
+
+def prune_desired_states(conn: psycopg.Connection[Any], keep: int = 20) -> int:
+    """Delete all but the newest ``keep`` desired-state versions of each cabinet."""
+    cur = conn.execute(
+        "DELETE FROM desired_states d USING cabinets k"
+        " WHERE d.cabinet = k.id AND d.version <= k.desired_version - %s",
+        (keep,),
+    )
+    return cur.rowcount
 
 
 def publish_desired(

@@ -48,7 +48,7 @@ from smartlocker.protocol import (
     UnlockSource,
 )
 
-from .downlink import expire_commands
+from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
@@ -120,6 +120,10 @@ _PURPOSE_OF_SOURCE = {
 }
 
 
+#: The event types that change state here (the rest need no savepoint at all).
+_MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
+
+
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
@@ -140,8 +144,8 @@ class Reactions:
                 known[cabinet] = touch(conn, cabinet, now=now)
                 if not known[cabinet]:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
-            if not known[cabinet]:
-                continue
+            if not known[cabinet] or not isinstance(event, _MEANINGFUL):
+                continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
             try:
                 with conn.transaction():
                     self._on_event(conn, event, now, effects)
@@ -171,7 +175,6 @@ class Reactions:
             )
         elif isinstance(event, Alarm):
             self._alarm(conn, event, now, effects)
-        # boot, shutdown, code_rejected: stored by ingest; nothing to decide here.
 
     def _set_grant(
         self,
@@ -216,7 +219,7 @@ class Reactions:
     ) -> None:
         row = conn.execute(
             "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
-            " WHERE cabinet = %s AND id = %s FOR UPDATE",
+            " WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
             (event.cabinet, event.compartment),
         ).fetchone()
         conn.execute(
@@ -424,12 +427,14 @@ class Reactions:
         """Periodic sweep (ingest's timer, e.g. every few seconds): deadlines and expiries.
 
         Deposited parcels past their deadline → expired (pickup code revoked);
-        commands past their expiry → timed_out (with a ``command_failed`` alert).
+        commands past their expiry → timed_out (with a ``command_failed`` alert);
+        old desired-state versions pruned (the newest 20 per cabinet stay).
         """
         effects = Effects()
         for transition in expire_overdue(conn, now):
             effects.transitions.append(transition)
             effects.desired_changed.add(transition.cabinet)
+        prune_desired_states(conn)
         for command in expire_commands(conn, now):
             alert = self._open_alert(
                 conn, command.cabinet, AlertKind.COMMAND_FAILED, command.compartment

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
 import psycopg
 import pytest
 
-from smartlocker.cloud.errors import NoCompartmentAvailable, NotFound, ValidationFailed
+from smartlocker.cloud.errors import Conflict, NoCompartmentAvailable, NotFound, ValidationFailed
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.rules import cancel_parcel, reserve_parcel
 from smartlocker.cloud.rules.fleet import (
@@ -65,6 +66,11 @@ def test_bad_requests(conn: Conn, keys: CloudKeys) -> None:
         reserve_parcel(conn, keys, size="s", cabinet="nope", actor="t", now=T0)
     with pytest.raises(ValidationFailed, match="past"):
         _reserve(conn, keys, "s", deadline=T0 - timedelta(hours=1))
+    with pytest.raises(ValidationFailed, match="parcel id"):
+        _reserve(conn, keys, "s", parcel="no spaces")
+    _reserve(conn, keys, "s", parcel="ref-42")
+    with pytest.raises(Conflict, match="exists"):
+        _reserve(conn, keys, "s", parcel="ref-42")
 
 
 def test_by_site_searches_every_cabinet(conn: Conn, keys: CloudKeys) -> None:
@@ -143,3 +149,30 @@ def test_200_concurrent_reservations_for_50_compartments(core_url: str, keys: Cl
             "SELECT occupancy, count(*) FROM compartments WHERE cabinet = 'wall' GROUP BY 1"
         ).fetchall()
         assert occupancy == [("reserved", COMPARTMENTS)]
+
+
+def test_a_free_compartment_held_by_ingest_for_a_moment_is_still_found(
+    core_url: str, conn: Conn, keys: CloudKeys
+) -> None:
+    for comp in ("A2", "B1", "C1", "K1"):
+        set_compartment(conn, "cab-1", comp, actor="op", now=T0, enabled=False)
+    found: list[str | BaseException] = []
+    with psycopg.connect(core_url) as ingest:
+        # ingest records a door event on A1 and has not committed yet
+        ingest.execute(
+            "UPDATE compartments SET door = 'open' WHERE cabinet = 'cab-1' AND id = 'A1'"
+        )
+
+        def reserve() -> None:
+            try:
+                found.append(_reserve(conn, keys, "s"))
+            except BaseException as exc:
+                found.append(exc)
+
+        worker = threading.Thread(target=reserve)
+        worker.start()
+        time.sleep(0.3)
+        assert found == []  # waiting, not refused
+        ingest.commit()
+        worker.join(timeout=10)
+    assert found == ["A1"]

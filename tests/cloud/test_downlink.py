@@ -13,6 +13,7 @@ import pytest
 from smartlocker.cloud.downlink import (
     build_desired_state,
     create_unlock_command,
+    prune_desired_states,
     publish_desired,
     publish_effects,
     send_command,
@@ -89,6 +90,18 @@ def test_desired_state_is_signed_retained_and_versioned_by_change(
     assert state.version == 3
     assert conn.execute("SELECT desired_version FROM cabinets").fetchone() == (3,)
     assert conn.execute("SELECT count(*) FROM desired_states").fetchone() == (3,)
+
+
+def test_old_desired_versions_are_pruned(conn: Conn) -> None:
+    for n in range(5):
+        set_compartment(conn, "cab-1", "A1", actor="op", now=T0, enabled=n % 2 == 1)
+        build_desired_state(conn, "cab-1", now=T0)
+    assert prune_desired_states(conn, keep=2) == 3
+    versions = conn.execute("SELECT version FROM desired_states ORDER BY version").fetchall()
+    assert versions == [(4,), (5,)]
+    # the numbering goes on from the cabinet's version
+    set_compartment(conn, "cab-1", "A1", actor="op", now=T0, enabled=True)
+    assert build_desired_state(conn, "cab-1", now=T0).version == 6
 
 
 def test_build_desired_state_refuses_unknown_cabinets(conn: Conn) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +20,7 @@ from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.reactions import Effects, Reactions
 from smartlocker.cloud.rules import (
     FeePolicy,
+    cancel_parcel,
     mark_notification_sent,
     request_opening,
     reserve_parcel,
@@ -448,3 +451,45 @@ def test_the_module_itself_is_the_seam(
     row = conn.execute("SELECT hash FROM codes WHERE parcel = %s AND kind = 'pickup'", (r.parcel,))
     assert row.fetchone() == (hash_code(keys.code_key("cab-1"), note.code),)
     assert reactions_module.configure(keys).keys is keys
+
+
+def test_ingest_and_the_api_do_not_deadlock_on_one_parcel(
+    core_url: str, conn: Conn, keys: CloudKeys, reactions: Reactions
+) -> None:
+    """Ingest holds the compartment (door events) for its batch while the API cancels.
+
+    The rules lock compartment → parcel everywhere, so the API waits for ingest
+    instead of deadlocking with it, then finds the parcel deposited.
+    """
+    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    cab = Cabinet()
+    outcome: list[BaseException | None] = []
+    with psycopg.connect(core_url) as ingest, psycopg.connect(core_url, autocommit=True) as api:
+        reactions.on_events(
+            ingest,
+            [
+                cab.unlocked(T0, "A1", UnlockSource.DEPOSIT_CODE, parcel=r.parcel),
+                cab.opened(T0, "A1"),
+            ],
+            T0,
+        )
+
+        def cancel() -> None:
+            try:
+                cancel_parcel(api, r.parcel, now=T0, actor="api")
+            except BaseException as exc:
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=cancel)
+        worker.start()
+        time.sleep(0.3)  # the API is now waiting for the compartment
+        assert outcome == []
+        effects = reactions.on_events(ingest, [cab.closed(T0, "A1")], T0)
+        ingest.commit()
+        worker.join(timeout=10)
+    assert [t.to_state for t in effects.transitions] == ["deposited"]
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], InvalidTransition)
+    assert state(conn, r.parcel) == "deposited"

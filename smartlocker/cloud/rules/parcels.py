@@ -11,6 +11,7 @@ delivered (:func:`take_notifications` / :func:`mark_notification_sent` blank it)
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,13 +19,14 @@ from typing import Any
 
 import psycopg
 
-from ..errors import InvalidTransition, NotFound, ValidationFailed
+from ..errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from ..keys import CloudKeys
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
 from .commands import CommandRow, create_command
 from .fees import compute_fee, load_fee_policy
-from .lifecycle import ParcelState, Transition, apply_transition, occupancy_of
+from .fleet import audit
+from .lifecycle import ParcelState, Transition, apply_transition, lock_parcel, occupancy_of
 
 __all__ = [
     "Deposit",
@@ -46,6 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("inbound", "outbound")
+_PARCEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,11 @@ def reserve_parcel(
         raise ValidationFailed(f"direction must be inbound or outbound, not {direction!r}")
     if deadline is not None and deadline <= now:
         raise ValidationFailed("the deadline is in the past", deadline=deadline.isoformat())
+    if parcel is not None and not _PARCEL_ID.fullmatch(parcel):
+        raise ValidationFailed(f"bad parcel id {parcel!r} ([A-Za-z0-9_-]{{1,64}})")
     parcel = parcel or uuid.uuid4().hex
+    if conn.execute("SELECT 1 FROM parcels WHERE id = %s", (parcel,)).fetchone() is not None:
+        raise Conflict(f"parcel {parcel} exists", parcel=parcel)
     with conn.transaction():
         spot = allocate(conn, size=size, site=site, cabinet=cabinet, temperature=temperature)
         hours_row = conn.execute(
@@ -217,13 +224,19 @@ def cancel_parcel(
 def expire_overdue(conn: psycopg.Connection[Any], now: datetime) -> list[Transition]:
     """Every deposited parcel past its deadline → expired (pickup code revoked)."""
     done: list[Transition] = []
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT id FROM parcels WHERE state = 'deposited' AND deadline <= %s"
-            " ORDER BY deadline FOR UPDATE SKIP LOCKED",
-            (now,),
-        ).fetchall()
-        for (parcel,) in rows:
+    candidates = conn.execute(
+        "SELECT id FROM parcels WHERE state = 'deposited' AND deadline <= %s ORDER BY deadline",
+        (now,),
+    ).fetchall()
+    for (parcel,) in candidates:
+        with conn.transaction():
+            state, _, _ = lock_parcel(conn, parcel)  # compartment → parcel, then re-check
+            still = conn.execute(
+                "SELECT 1 FROM parcels WHERE id = %s AND state = 'deposited' AND deadline <= %s",
+                (parcel, now),
+            ).fetchone()
+            if state is not ParcelState.DEPOSITED or still is None:
+                continue  # picked up or extended meanwhile
             done.append(
                 apply_transition(
                     conn, parcel, ParcelState.EXPIRED, now=now, actor="system", cause="deadline"
@@ -239,23 +252,24 @@ def extend_deadline(
     if deadline <= now:
         raise ValidationFailed("the new deadline is in the past")
     with conn.transaction():
-        row = conn.execute(
-            "SELECT state FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no parcel {parcel}", parcel=parcel)
-        if row[0] not in ("reserved", "deposited"):
-            raise ValidationFailed(f"a {row[0]} parcel has no deadline to extend")
+        state = lock_parcel(conn, parcel)[0]
+        if state not in (ParcelState.RESERVED, ParcelState.DEPOSITED):
+            raise ValidationFailed(f"a {state.value} parcel has no deadline to extend")
         conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
         conn.execute(
             "UPDATE codes SET valid_until = %s WHERE parcel = %s AND kind = 'pickup'"
             " AND used_at IS NULL AND revoked_at IS NULL",
             (deadline, parcel),
         )
-        conn.execute(
-            "INSERT INTO parcel_history (parcel, at, from_state, to_state, actor, cause, detail)"
-            " VALUES (%s, %s, %s, %s, %s, 'extend', jsonb_build_object('deadline', %s::text))",
-            (parcel, now, row[0], row[0], actor, deadline.isoformat()),
+        # Not a transition: parcel_history holds transitions only; this is an operator action.
+        audit(
+            conn,
+            actor=actor,
+            action="parcel.extend",
+            target_kind="parcel",
+            target=parcel,
+            now=now,
+            detail={"deadline": deadline.isoformat()},
         )
 
 
@@ -264,11 +278,11 @@ def resend_pickup_code(
 ) -> int:
     """A fresh pickup code (the old one is revoked) into the outbox; returns its row id."""
     with conn.transaction():
+        lock_parcel(conn, parcel)
         row = conn.execute(
-            "SELECT state, deadline, recipient FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
+            "SELECT state, deadline, recipient FROM parcels WHERE id = %s", (parcel,)
         ).fetchone()
-        if row is None:
-            raise NotFound(f"no parcel {parcel}", parcel=parcel)
+        assert row is not None
         if row[0] != "deposited":
             raise ValidationFailed(f"a {row[0]} parcel has no pickup code")
         code = issue_code(conn, keys, parcel, "pickup", valid_until=row[1], now=now)
