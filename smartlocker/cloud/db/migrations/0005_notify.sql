@@ -39,3 +39,12 @@ CREATE INDEX IF NOT EXISTS outbound_messages_due
     ON outbound_messages (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outbound_messages_parcel ON outbound_messages (parcel);
 CREATE INDEX IF NOT EXISTS outbound_messages_dead ON outbound_messages (id) WHERE status = 'dead';
+
+-- How each parcel's recipient (and, for an expired parcel, its courier) is told.
+ALTER TABLE parcels
+    ADD COLUMN IF NOT EXISTS notify_channel text NOT NULL DEFAULT 'log'
+        CHECK (notify_channel IN ('email', 'sms', 'push', 'log')),
+    ADD COLUMN IF NOT EXISTS locale text NOT NULL DEFAULT 'en',
+    ADD COLUMN IF NOT EXISTS courier_contact text,
+    ADD COLUMN IF NOT EXISTS courier_channel text NOT NULL DEFAULT 'log'
+        CHECK (courier_channel IN ('email', 'sms', 'push', 'log'));
