@@ -54,6 +54,7 @@ from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
+from .rules.notifications import send_reminders
 from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
 from .rules.presence import mark_offline, mark_online, touch
 
@@ -256,7 +257,8 @@ class Reactions:
             if kind == "deposit":
                 deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
                 effects.transitions.append(deposit.transition)
-                effects.notifications.append(deposit.notification)
+                if deposit.notification is not None:
+                    effects.notifications.append(deposit.notification)
             elif kind == "pickup":
                 effects.transitions.append(
                     record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
@@ -427,6 +429,7 @@ class Reactions:
         """Periodic sweep (ingest's timer, e.g. every few seconds): deadlines and expiries.
 
         Deposited parcels past their deadline → expired (pickup code revoked);
+        recipients whose deadline is near are reminded;
         commands past their expiry → timed_out (with a ``command_failed`` alert);
         old desired-state versions pruned (the newest 20 per cabinet stay).
         """
@@ -435,6 +438,7 @@ class Reactions:
             effects.transitions.append(transition)
             effects.desired_changed.add(transition.cabinet)
         prune_desired_states(conn)
+        send_reminders(conn, now)
         for command in expire_commands(conn, now):
             alert = self._open_alert(
                 conn, command.cabinet, AlertKind.COMMAND_FAILED, command.compartment

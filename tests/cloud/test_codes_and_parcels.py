@@ -22,10 +22,10 @@ from smartlocker.cloud.rules import (
     record_pickup,
     resend_pickup_code,
     reserve_parcel,
-    take_notifications,
 )
 from smartlocker.protocol import hash_code
 from tests.cloud.conftest import T0
+from tests.support.outbox import queued_codes
 from tests.support.pg import PgCluster
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -62,14 +62,18 @@ def test_a_colliding_code_is_drawn_again(
 
 
 def test_resend_revokes_the_old_pickup_code(conn: Conn, keys: CloudKeys) -> None:
-    r = reserve_parcel(conn, keys, size="m", cabinet="cab-1", actor="t", now=T0)
+    r = reserve_parcel(
+        conn, keys, size="m", cabinet="cab-1", actor="t", now=T0, recipient="+4912345"
+    )
     record_deposit(conn, keys, r.parcel, now=T0, actor="t")
     (old,) = active_codes(conn, r.parcel)
     resend_pickup_code(conn, keys, r.parcel, now=T0 + timedelta(hours=1), actor="support")
     (new,) = active_codes(conn, r.parcel)
     assert new[1] != old[1]
     assert new[2] == old[2]  # same deadline
-    assert len(take_notifications(conn)) == 2
+    codes = [q.code for q in queued_codes(conn, r.parcel)]
+    assert len(codes) == 2
+    assert codes[0] != codes[1]
     with pytest.raises(ValueError, match="kind"):
         issue_code(conn, keys, r.parcel, "master", valid_until=T0, now=T0)
 

@@ -59,7 +59,7 @@ SIZES = ("xs", "s", "m", "l", "xl")
 COMPARTMENTS = {"A1": "s", "A2": "s", "B1": "m", "C1": "l"}
 HOLD = timedelta(hours=72)
 TABLES = (
-    "audit_log, alerts, desired_states, commands, notifications, codes, parcel_history,"
+    "audit_log, alerts, desired_states, commands, outbound_messages, codes, parcel_history,"
     " parcels, compartments, cabinets, fee_policies, sites"
 )
 

@@ -17,14 +17,13 @@ from smartlocker.cloud import reactions as reactions_module
 from smartlocker.cloud.downlink import create_unlock_command
 from smartlocker.cloud.errors import InvalidTransition, ValidationFailed
 from smartlocker.cloud.keys import CloudKeys
+from smartlocker.cloud.notify import mark_sent
 from smartlocker.cloud.reactions import Effects, Reactions
 from smartlocker.cloud.rules import (
     FeePolicy,
     cancel_parcel,
-    mark_notification_sent,
     request_opening,
     reserve_parcel,
-    take_notifications,
 )
 from smartlocker.cloud.rules.fleet import set_fee_policy
 from smartlocker.protocol import (
@@ -46,6 +45,7 @@ from smartlocker.protocol import (
     private_key_pem,
 )
 from tests.cloud.conftest import T0
+from tests.support.outbox import queued_codes
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -131,9 +131,9 @@ def test_deposit_then_pickup_with_the_code_from_the_outbox(
     assert occupancy(conn, "A1") == "occupied"
 
     # the pickup code waits in the outbox, in clear, only there
-    (note,) = take_notifications(conn)
+    (note,) = queued_codes(conn)
     assert note.id in effects.notifications
-    assert note.recipient == "+4912345"
+    assert note.destination == "+4912345"
     assert note.code is not None
     assert len(note.code) >= 8
     assert note.code.isdigit()
@@ -141,9 +141,9 @@ def test_deposit_then_pickup_with_the_code_from_the_outbox(
         "SELECT hash, used_at FROM codes WHERE parcel = %s AND kind = 'pickup'", (r.parcel,)
     ).fetchone()
     assert stored == (hash_code(keys.code_key("cab-1"), note.code), None)
-    mark_notification_sent(conn, note.id, now=T0)
-    assert conn.execute("SELECT code FROM notifications").fetchone() == (None,)
-    assert take_notifications(conn) == []
+    mark_sent(conn, note.id, T0, None)
+    assert conn.execute("SELECT secret_payload FROM outbound_messages").fetchone() == (None,)
+    assert queued_codes(conn) == []
 
     t = T0 + timedelta(days=2, hours=1)  # 1 started day over the free 24 h after deposit
     effects = reactions.on_events(
@@ -427,7 +427,9 @@ def test_the_module_itself_is_the_seam(
     pem = tmp_path / "cloud.pem"
     pem.write_bytes(private_key_pem(keys.signing_key))
     monkeypatch.setenv("SMARTLOCKER_SIGNING_KEY", str(pem))
-    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    r = reserve_parcel(
+        conn, keys, size="s", cabinet="cab-1", actor="api", now=T0, recipient="ann@example.test"
+    )
     cab = Cabinet()
     t = T0 + timedelta(minutes=1)
     effects = [
@@ -446,7 +448,7 @@ def test_the_module_itself_is_the_seam(
     total = Effects.combine(effects)
     assert total.desired_changed == {"cab-1"}
     # the pickup code was hashed with the key from the environment
-    (note,) = take_notifications(conn)
+    (note,) = queued_codes(conn)
     assert note.code is not None
     row = conn.execute("SELECT hash FROM codes WHERE parcel = %s AND kind = 'pickup'", (r.parcel,))
     assert row.fetchone() == (hash_code(keys.code_key("cab-1"), note.code),)

@@ -182,5 +182,11 @@ def apply_transition(
                 Jsonb(detail) if detail else None,
             ),
         )
+        transition = Transition(parcel, cabinet, compartment, current, target, now)
+        # Who must hear of it, queued in this same transaction (imported here: that
+        # module builds on this one's types).
+        from .notifications import notify_transition
+
+        notify_transition(conn, transition)
     logger.info("parcel %s: %s → %s (%s)", parcel, current.value, target.value, actor)
-    return Transition(parcel, cabinet, compartment, current, target, now)
+    return transition

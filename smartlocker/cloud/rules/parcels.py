@@ -3,9 +3,9 @@
 Each function works in the caller's transaction and takes ``now``. State changes
 go through :func:`~.lifecycle.apply_transition` only. Codes: a reservation's
 deposit code is returned to the caller once (the courier, or the customer who
-sends a parcel); a pickup code issued at deposit goes to the notification
-outbox (``notifications``), the only place a clear code exists until it is
-delivered (:func:`take_notifications` / :func:`mark_notification_sent` blank it).
+sends a parcel); a pickup code issued at deposit goes to the recipient through
+the outbound-message outbox (:mod:`.notifications`), the only place a clear code
+exists until it is delivered (the worker erases it then).
 """
 
 from __future__ import annotations
@@ -27,22 +27,20 @@ from .commands import CommandRow, create_command
 from .fees import compute_fee, load_fee_policy
 from .fleet import audit
 from .lifecycle import ParcelState, Transition, apply_transition, lock_parcel, occupancy_of
+from .notifications import Preferences, notify_code, notify_reservation
 
 __all__ = [
     "Deposit",
-    "Notification",
     "Reservation",
     "cancel_parcel",
     "expire_overdue",
     "extend_deadline",
-    "mark_notification_sent",
     "record_deposit",
     "record_pickup",
     "record_return",
     "request_opening",
     "resend_pickup_code",
     "reserve_parcel",
-    "take_notifications",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,16 +65,8 @@ class Reservation:
 class Deposit:
     transition: Transition
     deadline: datetime
-    notification: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    id: int
-    parcel: str
-    kind: str
-    recipient: str | None
-    code: str | None
+    #: The outbox row carrying the pickup code (None: the parcel has no recipient).
+    notification: int | None
 
 
 def reserve_parcel(
@@ -94,6 +84,7 @@ def reserve_parcel(
     reference: str | None = None,
     deadline: datetime | None = None,
     parcel: str | None = None,
+    preferences: Preferences | None = None,
 ) -> Reservation:
     """Allocate a compartment and reserve it; raises ``NoCompartmentAvailable``."""
     if direction not in DIRECTIONS:
@@ -103,6 +94,7 @@ def reserve_parcel(
     if parcel is not None and not _PARCEL_ID.fullmatch(parcel):
         raise ValidationFailed(f"bad parcel id {parcel!r} ([A-Za-z0-9_-]{{1,64}})")
     parcel = parcel or uuid.uuid4().hex
+    prefs = preferences or Preferences()
     if conn.execute("SELECT 1 FROM parcels WHERE id = %s", (parcel,)).fetchone() is not None:
         raise Conflict(f"parcel {parcel} exists", parcel=parcel)
     with conn.transaction():
@@ -113,8 +105,9 @@ def reserve_parcel(
         assert hours_row is not None
         conn.execute(
             "INSERT INTO parcels (id, site, cabinet, compartment, direction, size,"
-            " needs_temperature, state, reference, recipient, deadline, reserved_at, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s, %s)",
+            " needs_temperature, state, reference, recipient, deadline, reserved_at, created_by,"
+            " notify_channel, locale, courier_contact, courier_channel)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 parcel,
                 spot.site,
@@ -128,6 +121,10 @@ def reserve_parcel(
                 deadline,
                 now,
                 actor,
+                prefs.channel,
+                prefs.locale,
+                prefs.courier_contact,
+                prefs.courier_channel,
             ),
         )
         conn.execute(
@@ -143,6 +140,7 @@ def reserve_parcel(
         if deadline is not None:
             valid_until = min(valid_until, deadline)
         code = issue_code(conn, keys, parcel, "deposit", valid_until=valid_until, now=now)
+        notify_reservation(conn, parcel)
     logger.info("parcel %s reserved in %s/%s", parcel, spot.cabinet, spot.compartment)
     return Reservation(
         parcel, spot.site, spot.cabinet, spot.compartment, spot.size, code, valid_until
@@ -174,7 +172,7 @@ def record_deposit(
         )
         conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
         code = issue_code(conn, keys, parcel, "pickup", valid_until=deadline, now=now)
-        note = _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+        note = notify_code(conn, parcel, code)
     return Deposit(transition, deadline, note)
 
 
@@ -275,8 +273,9 @@ def extend_deadline(
 
 def resend_pickup_code(
     conn: psycopg.Connection[Any], keys: CloudKeys, parcel: str, *, now: datetime, actor: str
-) -> int:
-    """A fresh pickup code (the old one is revoked) into the outbox; returns its row id."""
+) -> int | None:
+    """A fresh pickup code (the old one is revoked) into the outbox; returns its row id
+    (None when the parcel has no recipient contact to send it to)."""
     with conn.transaction():
         lock_parcel(conn, parcel)
         row = conn.execute(
@@ -287,7 +286,7 @@ def resend_pickup_code(
             raise ValidationFailed(f"a {row[0]} parcel has no pickup code")
         code = issue_code(conn, keys, parcel, "pickup", valid_until=row[1], now=now)
         logger.info("pickup code of %s re-issued by %s", parcel, actor)
-        return _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+        return notify_code(conn, parcel, code)
 
 
 #: Which parcel state a remote opening for each purpose needs, and where it leads.
@@ -335,45 +334,10 @@ def request_opening(
     )
 
 
-def take_notifications(conn: psycopg.Connection[Any], limit: int = 100) -> list[Notification]:
-    """Pending notifications (locked for this transaction; other senders skip them)."""
-    rows = conn.execute(
-        "SELECT id, parcel, kind, recipient, code FROM notifications WHERE sent_at IS NULL"
-        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-        (limit,),
-    ).fetchall()
-    return [Notification(*row) for row in rows]
-
-
-def mark_notification_sent(conn: psycopg.Connection[Any], note: int, *, now: datetime) -> None:
-    """Delivered: blank the clear code."""
-    conn.execute(
-        "UPDATE notifications SET sent_at = %s, code = NULL, attempts = attempts + 1 WHERE id = %s",
-        (now, note),
-    )
-
-
 def revoke_parcel_codes(
     conn: psycopg.Connection[Any], parcel: str, *, now: datetime, reason: str
 ) -> int:
     return revoke_codes(conn, parcel, now=now, reason=reason)
-
-
-def _enqueue(
-    conn: psycopg.Connection[Any],
-    parcel: str,
-    kind: str,
-    recipient: str | None,
-    code: str,
-    now: datetime,
-) -> int:
-    row = conn.execute(
-        "INSERT INTO notifications (parcel, kind, recipient, code, created_at)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (parcel, kind, recipient, code, now),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def _record_fee(conn: psycopg.Connection[Any], parcel: str, now: datetime) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from .alerts import AlertKind, clear_alert, raise_alert
+from .notifications import notify_presence
 
 __all__ = ["mark_offline", "mark_online", "touch"]
 
@@ -58,7 +59,8 @@ def mark_online(
     ).fetchone()
     if row is None:
         return False
-    clear_alert(conn, cabinet, AlertKind.OFFLINE, now=now)
+    if clear_alert(conn, cabinet, AlertKind.OFFLINE, now=now) is not None:
+        notify_presence(conn, cabinet, online=True, at=at)
     return True
 
 
@@ -76,4 +78,5 @@ def mark_offline(
         return False
     logger.warning("cabinet %s offline: %s", cabinet, why)
     raise_alert(conn, cabinet, AlertKind.OFFLINE, now=now, detail=why)
+    notify_presence(conn, cabinet, online=False, at=at)
     return True
