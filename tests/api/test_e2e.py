@@ -24,6 +24,7 @@ from smartlocker.cloud.db import migrate
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.embedded import MosquittoBroker
 from smartlocker.protocol import utcnow
+from tests.support.outbox import queued_codes
 from tests.support.pg import PgCluster
 
 from .conftest import make_key
@@ -64,16 +65,12 @@ class Stack:
         )
 
     def pickup_code(self, parcel: str) -> str:
-        """What the notification sender would deliver to the recipient."""
+        """What the notification worker would deliver to the recipient."""
         with psycopg.connect(self.url) as conn:
-            row = conn.execute(
-                "SELECT code FROM notifications WHERE parcel = %s AND kind = 'pickup_code'"
-                " ORDER BY id DESC LIMIT 1",
-                (parcel,),
-            ).fetchone()
-        assert row is not None
-        assert row[0] is not None
-        return str(row[0])
+            queued = queued_codes(conn, parcel)
+        assert queued
+        assert queued[-1].code is not None
+        return queued[-1].code
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +151,8 @@ def stack(
 
 
 def _reserve(s: Stack, **extra: Any) -> dict[str, Any]:
-    r = s.api.call("POST", "/api/v1/parcels", s.courier, {"size": "s", "site": "s1", **extra})
+    body = {"size": "s", "site": "s1", "recipient": "+4915100000000", **extra}
+    r = s.api.call("POST", "/api/v1/parcels", s.courier, body)
     assert r.status_code == 201, r.text
     return r.json()
 

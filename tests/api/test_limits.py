@@ -13,6 +13,7 @@ from smartlocker.cloud.api.publisher import ApiPublisher
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.rules.parcels import record_deposit
 from smartlocker.protocol import utcnow
+from tests.support.outbox import queued_codes
 
 from .conftest import Clock, World
 
@@ -51,14 +52,15 @@ def test_unlocks_are_limited_per_key(world: World, tight_app: Flask) -> None:
 def test_wrong_pickup_codes_lock_out_like_the_kiosk(world: World, cloud_keys: CloudKeys) -> None:
     c = world.client
     parcel = c.post(
-        "/api/v1/parcels", json={"size": "s", "cabinet": "cab-1"}, headers=world.key("courier")
+        "/api/v1/parcels",
+        json={"size": "s", "cabinet": "cab-1", "recipient": "+4915100000000"},
+        headers=world.key("courier"),
     ).json["id"]
     # the door closed after the deposit (what ingest's reactions do)
     with psycopg.connect(world.url, autocommit=True) as conn:
         record_deposit(conn, cloud_keys, parcel, now=utcnow(), actor="test")
-        (code,) = conn.execute(
-            "SELECT code FROM notifications WHERE parcel = %s", (parcel,)
-        ).fetchone()
+        (queued,) = queued_codes(conn, parcel)
+    code = queued.code
     url = f"/api/v1/parcels/{parcel}/pickup"
     wrong = "1234 5678" if code != "12345678" else "87654321"
     answers = [c.post(url, json={"code": wrong}, headers=world.key("courier")) for _ in range(5)]

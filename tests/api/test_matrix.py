@@ -55,6 +55,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/stats/occupancy"): ANY,
     ("GET", "/api/v1/alerts"): ANY,
     ("POST", "/api/v1/alerts/{alert}/ack"): OPERATE,
+    ("PATCH", "/api/v1/parcels/{parcel}/recipient"): PARCELS,
+    ("GET", "/api/v1/notifications"): OPERATE,
+    ("GET", "/api/v1/webhooks"): OPERATE,
+    ("POST", "/api/v1/webhooks"): OPERATE,
+    ("DELETE", "/api/v1/webhooks/{webhook}"): OPERATE,
 }
 
 
@@ -68,6 +73,11 @@ def _s1_objects(world: World) -> dict[str, str]:
         json={"reason": "matrix setup"},
         headers=world.as_admin(),
     ).json["id"]
+    webhook = c.post(
+        "/api/v1/webhooks",
+        json={"site": "s1", "url": "http://127.0.0.1:9/hook", "event_types": ["alert.raised"]},
+        headers=world.as_admin(),
+    ).json["id"]
     with psycopg.connect(world.url) as conn:
         alert, _ = raise_alert(conn, "cab-1", "forced_open", now=utcnow(), compartment="A1")
     return {
@@ -77,6 +87,7 @@ def _s1_objects(world: World) -> dict[str, str]:
         "parcel": parcel,
         "command": command,
         "alert": str(alert),
+        "webhook": str(webhook),
     }
 
 
@@ -98,6 +109,12 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         ("POST", "/api/v1/parcels"): {"size": "xs", "cabinet": "cab-1"},
         ("POST", "/api/v1/parcels/{parcel}/pickup"): {"code": "12345678"},
         ("POST", "/api/v1/parcels/{parcel}/extend"): {"deadline": later},
+        ("PATCH", "/api/v1/parcels/{parcel}/recipient"): {"locale": "de"},
+        ("POST", "/api/v1/webhooks"): {
+            "site": "s1",
+            "url": "http://127.0.0.1:9/hook",
+            "event_types": ["parcel.deposited"],
+        },
     }
     query = {
         ("GET", "/api/v1/cabinets/{cabinet}/telemetry"): "?bucket=1h",
@@ -106,6 +123,7 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         ("GET", "/api/v1/parcels"): "?site=s1",
         ("GET", "/api/v1/cabinets"): "?site=s1",
         ("GET", "/api/v1/alerts"): "?site=s1",
+        ("GET", "/api/v1/notifications"): "?site=s1",
     }
     return url + query.get((method, path), ""), bodies.get((method, path))
 

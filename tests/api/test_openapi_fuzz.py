@@ -38,8 +38,14 @@ def test_every_operation_keeps_its_contract(app: Flask, world: World) -> None:
     parcel = world.client.post(
         "/api/v1/parcels", json={"size": "s", "cabinet": "cab-1"}, headers=world.as_admin()
     ).json["id"]
+    webhook = world.client.post(
+        "/api/v1/webhooks",
+        json={"site": "s1", "url": "http://127.0.0.1:9/hook", "event_types": ["alert.raised"]},
+        headers=world.as_admin(),
+    ).json["id"]
     # Real ids, so that generated bodies and queries also reach past the lookups.
     known = {
+        "webhook": str(webhook),
         "site": "s1",
         "cabinet": "cab-1",
         "compartment": "A1",

@@ -69,6 +69,9 @@ CompartmentId = Annotated[str, Field(pattern=COMPARTMENT_ID_PATTERN)]
 ParcelId = Annotated[str, Field(pattern=PARCEL_ID_PATTERN)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Size = Literal["xs", "s", "m", "l", "xl"]
+NotifyChannel = Literal["email", "sms", "push", "log"]
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", examples=["en", "de-AT"])]
+Contact = Annotated[str, Field(min_length=1, max_length=200)]
 ParcelState = Literal["reserved", "deposited", "picked_up", "expired", "returned", "cancelled"]
 CommandState = Literal["created", "sent", "succeeded", "failed", "rejected", "timed_out"]
 #: A bucket width like ``5m``, ``1h``, ``1d`` (seconds s, minutes m, hours h, days d).
@@ -270,7 +273,15 @@ class ParcelCreate(_In):
     cabinet: CabinetId | None = None
     temperature: bool = False
     direction: Literal["inbound", "outbound"] = "inbound"
-    recipient: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    recipient: Contact | None = Field(
+        default=None, description="Where the recipient is told: address, phone or push token."
+    )
+    notify_channel: NotifyChannel = "log"
+    locale: Locale = "en"
+    courier_contact: Contact | None = Field(
+        default=None, description="Told to collect the parcel if it expires."
+    )
+    courier_channel: NotifyChannel = "log"
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     deadline: Moment | None = None
     id: ParcelId | None = Field(default=None, description="Your own parcel id (default: random).")
@@ -292,6 +303,8 @@ class Parcel(_Out):
     state: ParcelState
     reference: str | None
     recipient: str | None
+    notify_channel: NotifyChannel
+    locale: str
     deadline: datetime | None
     reserved_at: datetime
     deposited_at: datetime | None
@@ -342,7 +355,81 @@ class ParcelExtend(_In):
 
 class ResendResult(_Out):
     parcel: str
-    notification: int
+    notification: int | None = Field(
+        description="The queued message (null: the parcel has no recipient contact)."
+    )
+
+
+class RecipientUpdate(_In):
+    """Where and how the recipient is told from now on."""
+
+    recipient: Contact | None = None
+    notify_channel: NotifyChannel | None = None
+    locale: Locale | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RecipientUpdate:
+        if self.recipient is None and self.notify_channel is None and self.locale is None:
+            raise ValueError("give recipient, notify_channel and/or locale")
+        return self
+
+
+# --- notifications and webhooks ---------------------------------------------------------
+
+
+class OutboundQuery(PageQuery):
+    status: Literal["pending", "sent", "dead"] | None = None
+    channel: Literal["email", "sms", "push", "log", "webhook"] | None = None
+    parcel: ParcelId | None = None
+    site: SiteId | None = None
+
+
+class OutboundMessage(_Out):
+    """One message to a recipient, a courier or an operator webhook (never its code)."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    topic: str
+    destination: str
+    site: str | None
+    parcel: str | None
+    locale: str
+    status: Literal["pending", "sent", "dead"]
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    response_status: int | None
+    sent_at: datetime | None
+
+
+class OutboundList(_Out):
+    items: list[OutboundMessage]
+    next_cursor: str | None
+
+
+class WebhookCreate(_In):
+    site: SiteId
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]{1,500}$")]
+    event_types: Annotated[list[str], Field(min_length=1, max_length=20)]
+
+
+class Webhook(_Out):
+    id: int
+    site: str
+    url: str
+    event_types: list[str]
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="Shown once: verifies the signature of every delivery.")
+
+
+class WebhookList(_Out):
+    items: list[Webhook]
+    next_cursor: str | None
 
 
 # --- events, telemetry, stats, alerts -----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,8 @@ __all__ = [
     "notify_transition",
     "send_reminders",
     "set_preferences",
+    "subscribe_webhook",
+    "unsubscribe_webhook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -286,3 +289,34 @@ def notify_presence(
     enqueue_event(
         conn, site=site, event_type=event_type, data={"cabinet": cabinet, "at": at.isoformat()}
     )
+
+
+def subscribe_webhook(
+    conn: psycopg.Connection[Any], site: str, url: str, event_types: list[str]
+) -> tuple[int, str]:
+    """A new operator webhook of ``site``; returns its id and its secret (shown once)."""
+    unknown = sorted(set(event_types) - set(EVENT_TYPES))
+    if unknown:
+        raise ValidationFailed(
+            f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}", unknown=unknown
+        )
+    if not url.startswith(("http://", "https://")):
+        raise ValidationFailed("a webhook URL is http:// or https://")
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    row = conn.execute(
+        "INSERT INTO webhook_subscriptions (site, url, secret, event_types)"
+        " VALUES (%s, %s, %s, %s) RETURNING id",
+        (site, url, secret, sorted(set(event_types))),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), secret
+
+
+def unsubscribe_webhook(conn: psycopg.Connection[Any], subscription: int) -> None:
+    """Stop deliveries (the subscription stays, inactive, for the delivery log)."""
+    row = conn.execute(
+        "UPDATE webhook_subscriptions SET active = false WHERE id = %s RETURNING id",
+        (subscription,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no webhook {subscription}", webhook=subscription)
