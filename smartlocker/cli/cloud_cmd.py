@@ -1,4 +1,5 @@
-"""``smartlocker cloud``: the cloud services (``ingest`` here; the API adds its own)."""
+"""``smartlocker cloud``: the cloud services (``ingest`` here; ``api`` and ``workers``
+in their own modules)."""
 
 from __future__ import annotations
 
@@ -168,11 +169,13 @@ def _real_rules(signing_key: str | None) -> tuple[Any, Any]:
     return load_rules(keys), downlink_factory(keys)
 
 
-def _register_api() -> None:
-    """``smartlocker cloud api`` lives in its own module (the API's)."""
+def _register_others() -> None:
+    """``smartlocker cloud api`` and ``cloud workers`` live in their own modules."""
     from .cloud_api_cmd import api
+    from .workers_cmd import workers
 
     cloud.add_command(api)
+    cloud.add_command(workers)
 
 
-_register_api()
+_register_others()
