@@ -1,0 +1,177 @@
+"""The agent: wires the cabinet, the MQTT link, the kiosk and one worker thread.
+
+Threads: paho's network thread (hands deliveries to the worker), gpiozero's
+callback threads and the kiosk's request threads (take the cabinet's lock), and
+the worker, which applies deliveries and ticks the clock. Every change of state
+happens under :attr:`Cabinet.mutex`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from smartlocker.protocol import Channel, load_public_key
+
+from .cabinet import Cabinet, Clock
+from .config import AgentConfig
+from .kiosk import KioskServer
+from .link import Delivery, Link
+from .store import Store
+
+__all__ = ["Agent", "run_until_signal"]
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.05
+
+
+class Agent:
+    """One running cabinet agent: :meth:`start`, then :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        pin_factory: Any = None,
+        clock: Clock | None = None,
+        kiosk: bool = True,
+    ) -> None:
+        self.config = config
+        self._pin_factory = pin_factory
+        self._clock = clock
+        self._with_kiosk = kiosk
+        self._inbox: queue.Queue[Delivery] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.store: Store | None = None
+        self.cabinet: Cabinet | None = None
+        self.link: Link | None = None
+        self.kiosk: KioskServer | None = None
+
+    # -- Outlet for the cabinet -------------------------------------------------
+
+    def kick(self) -> None:
+        if self.link is not None:
+            self.link.pump()
+
+    def send_unstored_ack(self, payload: bytes) -> None:
+        if self.link is not None:
+            self.link.send_unstored_ack(payload)
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._pin_factory is None:
+            from .hardware import default_pin_factory
+
+            self._pin_factory = default_pin_factory()
+        public_key = load_public_key(self.config.cloud_public_key)
+        self.store = Store(self.config.database_path)
+        try:
+            self.cabinet = Cabinet(
+                self.config,
+                self.store,
+                public_key=public_key,
+                pin_factory=self._pin_factory,
+                clock=self._clock,
+                outlet=self,
+            )
+            self.cabinet.open()
+            self.link = Link(self.config, self.cabinet, deliver=self._inbox.put)
+            if self._with_kiosk:
+                self.kiosk = KioskServer(self.config.kiosk_address, self.cabinet)
+                self.kiosk.start()
+            self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
+            self._worker.start()
+            self.link.start()
+        except BaseException:
+            self.stop("start failed")
+            raise
+        logger.info("agent for cabinet %s started", self.config.cabinet)
+
+    def stop(self, reason: str = "signal") -> None:
+        """Locks de-energised first, then ``shutdown`` recorded, then offline status."""
+        if self.kiosk is not None:
+            self.kiosk.stop()
+            self.kiosk = None
+        if self.cabinet is not None:
+            self.cabinet.close(reason)
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(10.0)
+            self._worker = None
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        logger.info("agent for cabinet %s stopped (%s)", self.config.cabinet, reason)
+
+    # -- worker ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        assert self.cabinet is not None
+        cabinet = self.cabinet
+        next_tick = 0.0
+        while not self._stop.is_set():
+            try:
+                item = self._inbox.get(timeout=TICK_S)
+            except queue.Empty:
+                item = None
+            try:
+                with cabinet.mutex:
+                    if item is not None:
+                        self._handle(item)
+                    now = cabinet.clock.monotonic()
+                    if now >= next_tick or item is None:
+                        next_tick = now + TICK_S
+                        cabinet.tick()
+                        if self.link is not None:
+                            self.link.check_progress()
+            except Exception:
+                # A bug or a failing disk must not stop the worker; the traceback is logged.
+                logger.exception("agent worker: %r failed", item and item[0])
+
+    def _handle(self, item: Delivery) -> None:
+        assert self.cabinet is not None
+        assert self.link is not None
+        kind = item[0]
+        if kind == "message":
+            _, channel, payload, retained = item
+            if channel is Channel.COMMANDS:
+                self.cabinet.handle_command(payload, retained=retained)
+            elif channel is Channel.DESIRED:
+                self.cabinet.handle_desired(payload, retained=retained)
+            elif channel is Channel.RECEIPTS:
+                self.cabinet.handle_receipt(payload)
+                self.link.pump()
+        elif kind == "up":
+            self.link.link_up(item[1])
+        elif kind == "puback":
+            self.link.puback(item[1], item[2])
+
+
+def run_until_signal(agent: Agent) -> None:
+    """Run ``agent`` until SIGTERM or SIGINT, then stop it cleanly."""
+    done = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        agent.start()
+        while not done.wait(1.0):
+            pass
+    finally:
+        agent.stop(received[0] if received else "exit")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,306 @@
+"""The MQTT link (paho-mqtt 2, MQTT 5) between the cabinet and the cloud.
+
+* Client id = cabinet id, ``clean_start=False`` with a session expiry, so the broker
+  keeps the subscriptions and queues commands while the cabinet is away.
+* Retained last will (``online: false``) and retained birth (``online: true``) on
+  ``status``; subscriptions are made in ``on_connect``.
+* Its own network thread reconnects with exponential backoff and jitter.
+* Events are published from the outbox in ``seq`` order. On every (re)connect the
+  client's own queue is dropped and everything unreceipted is sent again from the
+  database, in order; likewise when no receipt arrived for ``receipt_timeout_s``.
+* Paho callbacks never touch the cabinet's state: they hand deliveries to the
+  agent's worker through ``deliver`` (so that no callback waits on the state lock
+  while another thread, holding it, waits inside paho).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from smartlocker import __version__
+from smartlocker.protocol import Channel, Status, TopicScheme, encode
+
+from .cabinet import Cabinet
+from .config import AgentConfig
+
+__all__ = ["Delivery", "Link"]
+
+logger = logging.getLogger(__name__)
+
+#: (kind, payload...) handed to the worker: ("message", channel, payload, retained),
+#: ("up", generation), ("puback", mid).
+Delivery = tuple[Any, ...]
+
+
+class Link:
+    """The cabinet's one MQTT connection."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        cabinet: Cabinet,
+        *,
+        deliver: Callable[[Delivery], None],
+    ) -> None:
+        self.config = config
+        self.cabinet = cabinet
+        self._deliver = deliver
+        self._settings = config.mqtt()
+        scheme = TopicScheme(config.topic_prefix)
+        self._topics = {ch: str(scheme.topic(config.cabinet, ch)) for ch in Channel}
+        self._by_topic = {topic: ch for ch, topic in self._topics.items()}
+        self._send_mutex = threading.Lock()
+        self._ready = False
+        self._generation = 0
+        self._sent_upto = 0
+        self._floor: int | None = None
+        self._last_progress = time.monotonic()
+        self._ack_mids: dict[int, str] = {}
+        self._acks_in_flight: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self.connects = 0
+        self._client = self._make_client()
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        s = self._settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.cabinet,
+            protocol=paho.MQTTv5,
+        )
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            context = ssl.create_default_context(
+                cafile=str(s.ca_file) if s.ca_file is not None else None
+            )
+            client.tls_set_context(context)
+            self._tls_context = context
+        will = Status(cabinet=self.config.cabinet, online=False, agent_version=__version__)
+        client.will_set(self._topics[Channel.STATUS], encode(will), qos=1, retain=True)
+        client.max_inflight_messages_set(50)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._ready
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish ``online: false`` (retained), disconnect, stop the thread."""
+        if self._ready:
+            offline = Status(cabinet=self.config.cabinet, online=False, agent_version=__version__)
+            info = self._client.publish(
+                self._topics[Channel.STATUS], encode(offline), qos=1, retain=True
+            )
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline and self._ready:
+                time.sleep(0.02)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 5.0)
+        try:
+            self._client.disconnect()
+        finally:
+            self._client._reset_sockets()
+            self._ready = False
+
+    # -- network thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        s = self._settings
+        backoff = self.config.reconnect_min_s
+        first = True
+        socket_up = False
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        while not self._stop.is_set():
+            if not socket_up:
+                try:
+                    if first:
+                        self._client.connect(
+                            s.host,
+                            s.port,
+                            keepalive=self.config.keepalive_s,
+                            clean_start=False,
+                            properties=props,
+                        )
+                        first = False
+                    else:
+                        self._client.reconnect()
+                    socket_up = True
+                except (OSError, ssl.SSLError) as exc:
+                    self._client._reset_sockets(sockpair_only=False)
+                    delay = backoff * random.uniform(0.5, 1.0)
+                    logger.info(
+                        "cannot reach %s:%d (%s); retry in %.1fs", s.host, s.port, exc, delay
+                    )
+                    backoff = min(backoff * 2, self.config.reconnect_max_s)
+                    self._stop.wait(delay)
+                    continue
+            rc = self._client.loop(timeout=0.1)
+            if rc == paho.MQTT_ERR_SUCCESS:
+                if self._ready:
+                    backoff = self.config.reconnect_min_s
+                continue
+            socket_up = False
+            self._ready = False
+            delay = backoff * random.uniform(0.5, 1.0)
+            logger.info("connection lost (%s); reconnecting in %.1fs", paho.error_string(rc), delay)
+            backoff = min(backoff * 2, self.config.reconnect_max_s)
+            self._stop.wait(delay)
+
+    # -- paho callbacks (network thread; never take the cabinet's lock) ------------
+
+    def _on_connect(
+        self, client: paho.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Any
+    ) -> None:
+        if rc.is_failure:
+            logger.error("broker refused the connection: %s", rc)
+            return
+        with self._send_mutex:
+            self._ready = False
+            self._generation += 1
+            generation = self._generation
+            dropped = client.drop_out_messages()
+        if dropped:
+            logger.debug("dropped %d queued publishes; resending from the database", len(dropped))
+        self.connects += 1
+        birth = Status(cabinet=self.config.cabinet, online=True, agent_version=__version__)
+        client.publish(self._topics[Channel.STATUS], encode(birth), qos=1, retain=True)
+        client.subscribe(
+            [(self._topics[ch], 1) for ch in (Channel.COMMANDS, Channel.DESIRED, Channel.RECEIPTS)]
+        )
+        logger.info(
+            "connected to %s:%d (session present: %s)",
+            self._settings.host,
+            self._settings.port,
+            getattr(flags, "session_present", None),
+        )
+        self._deliver(("up", generation))
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._ready = False
+        logger.info("disconnected: %s", rc)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
+        for code in rcs:
+            if code.is_failure:
+                logger.error("subscription refused: %s", code)
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        channel = self._by_topic.get(msg.topic)
+        if channel is None:
+            logger.warning("message on unexpected topic %r ignored", msg.topic)
+            return
+        self._deliver(("message", channel, bytes(msg.payload), bool(msg.retain)))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        self._deliver(("puback", mid, not rc.is_failure))
+
+    # -- worker side (called with the cabinet's lock held) -----------------------------
+
+    def link_up(self, generation: int) -> None:
+        """The connection ``generation`` is up: resend everything from the database."""
+        with self._send_mutex:
+            if generation != self._generation:
+                return
+            self._ready = True
+            self._ack_mids.clear()
+            self._acks_in_flight.clear()
+            self._rewind()
+        self.cabinet.reported_dirty = True
+        self.pump()
+
+    def _rewind(self) -> None:
+        first = self.cabinet.store.first_unreceipted()
+        self._sent_upto = (first - 1) if first is not None else self.cabinet.store.last_seq
+        self._last_progress = time.monotonic()
+
+    def puback(self, mid: int, ok: bool) -> None:
+        command_id = self._ack_mids.pop(mid, None)
+        if command_id is None:
+            return
+        self._acks_in_flight.discard(command_id)
+        if ok:
+            self.cabinet.store.mark_ack_sent(command_id)
+        else:
+            logger.warning("broker refused the ack of %s", command_id)
+
+    def pump(self) -> None:
+        """Publish what waits in the database (events in order, acks, telemetry, reported)."""
+        store = self.cabinet.store
+        with self._send_mutex:
+            if not self._ready:
+                return
+            first = store.first_unreceipted()
+            floor = first if first is not None else store.last_seq + 1
+            room = self.config.send_window - max(0, self._sent_upto - floor + 1)
+            if room > 0:
+                for seq, payload in store.pending_events(self._sent_upto, room):
+                    self._publish(Channel.EVENTS, payload)
+                    self._sent_upto = seq
+            for command_id, payload in store.unsent_acks():
+                if command_id not in self._acks_in_flight:
+                    info = self._publish(Channel.ACKS, payload)
+                    self._ack_mids[info.mid] = command_id
+                    self._acks_in_flight.add(command_id)
+            for row_id, payload in store.pending_telemetry():
+                self._publish(Channel.TELEMETRY, payload)
+                store.drop_telemetry(row_id)
+            if self.cabinet.reported_dirty:
+                self.cabinet.reported_dirty = False
+                self._publish(Channel.REPORTED, encode(self.cabinet.reported()))
+
+    def send_unstored_ack(self, payload: bytes) -> None:
+        with self._send_mutex:
+            if self._ready:
+                self._publish(Channel.ACKS, payload)
+
+    def _publish(self, channel: Channel, payload: bytes) -> paho.MQTTMessageInfo:
+        return self._client.publish(
+            self._topics[channel], payload, qos=channel.qos, retain=channel.retained
+        )
+
+    def check_progress(self) -> None:
+        """Resend unreceipted events when receipts stopped coming."""
+        store = self.cabinet.store
+        first = store.first_unreceipted()
+        now = time.monotonic()
+        if first != self._floor:
+            self._floor = first
+            self._last_progress = now
+        if first is None or not self._ready:
+            return
+        if now - self._last_progress >= self.config.receipt_timeout_s:
+            logger.info(
+                "no receipt for %.0fs: resending from seq %d", now - self._last_progress, first
+            )
+            with self._send_mutex:
+                self._rewind()
+        self.pump()
