@@ -20,6 +20,7 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, str] = {
     "db": "smartlocker.cli.db_cmd:db",
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
+    "simulate": "smartlocker.cli.simulate_cmd:simulate",
 }
 
 

@@ -30,7 +30,7 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (initialising on first use) and return the connection URL."""
         try:
-            import pgserver  # type: ignore[import-untyped]
+            from pgserver import get_server  # type: ignore[attr-defined]
         except ImportError as exc:
             raise EmbeddedPostgresError(
                 "no embedded PostgreSQL: pip install 'smartlocker[demo]', or set"
@@ -38,7 +38,7 @@ class EmbeddedPostgres:
             ) from exc
         self.datadir.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = pgserver.get_server(self.datadir, cleanup_mode="stop")
+            self._server = get_server(self.datadir, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions of many kinds
             raise EmbeddedPostgresError(f"embedded PostgreSQL did not start: {exc}") from exc
         url: str = self._server.get_uri()

@@ -405,7 +405,10 @@ class SimulatedFleet:
         await asyncio.sleep(min(offset, 1.0))
         while True:
             started = time.monotonic()
-            step = self.heartbeat_s / max(len(cabinets), 1)
+            if not cabinets:
+                await asyncio.sleep(self.heartbeat_s)
+                continue
+            step = self.heartbeat_s / len(cabinets)
             for i, cabinet in enumerate(cabinets):
                 cabinet.heartbeat()
                 delay = started + (i + 1) * step - time.monotonic()
