@@ -172,3 +172,59 @@ def test_events_are_kept_until_receipted_and_resent(
         receipt = Receipt(cabinet=cabinet, upto_seq=4)
         cloud.publish(SCHEME.topic(cabinet, Channel.RECEIPTS), encode(receipt))
         _wait(lambda: fleet.call(lambda: len(sim.outbox)) == 0)
+
+
+def test_the_fleet_command_runs_cabinets_until_its_duration(
+    mqtt_broker: MosquittoBroker, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from smartlocker.protocol import public_key_pem
+
+    (tmp_path / "cloud.pub").write_bytes(public_key_pem(KEY))
+    with connected(mqtt_broker.host, mqtt_broker.port) as cloud:
+        cloud.subscribe(SCHEME.all_cabinets(Channel.STATUS))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "smartlocker.cli",
+                "simulate",
+                "fleet",
+                "--mqtt-url",
+                mqtt_broker.url,
+                "--public-key",
+                str(tmp_path / "cloud.pub"),
+                "--cabinets",
+                "5",
+                "--id-prefix",
+                "cli",
+                "--duration",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        states: dict[str, list[bool]] = {}
+        while sum(len(v) for v in states.values()) < 10:
+            body = json.loads(cloud.expect().payload)
+            if body["cabinet"].startswith("cli-"):
+                states.setdefault(body["cabinet"], []).append(body["online"])
+    assert sorted(states) == [f"cli-{i:04d}" for i in range(1, 6)]
+    assert all(v == [True, False] for v in states.values())
+
+
+def test_the_fleet_command_refuses_a_bad_key_clearly(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from smartlocker.cli import main
+
+    (tmp_path / "bad.pub").write_text("not a key")
+    result = CliRunner().invoke(
+        main, ["simulate", "fleet", "--public-key", str(tmp_path / "bad.pub")]
+    )
+    assert result.exit_code == 2
+    assert "not a PEM public key" in result.output
