@@ -18,7 +18,10 @@ __all__ = ["main"]
 
 #: name → "module:attribute" of each subcommand (a click command or group).
 SUBCOMMANDS: dict[str, str] = {
+    "apikey": "smartlocker.cli.apikey_cmd:apikey",
+    "cloud": "smartlocker.cli.cloud_cmd:cloud",
     "db": "smartlocker.cli.db_cmd:db",
+    "edge": "smartlocker.cli.edge_cmd:edge",
     "protocol": "smartlocker.cli.protocol_cmd:protocol",
     "simulate": "smartlocker.cli.simulate_cmd:simulate",
 }

@@ -35,4 +35,4 @@ def migrate_cmd(database_url: str) -> None:
     except psycopg.Error as exc:
         raise click.ClickException(f"database error: {exc}") from exc
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}")
-    click.echo(f"storage edition: {edition.value}")
+    click.echo(f"storage edition: {edition.value}, using {edition.uses}")

@@ -58,7 +58,9 @@ class Lock:
 
     @property
     def energised(self) -> bool:
-        return bool(self._device.value)
+        """Whether the lock is driven now (a closed lock is released, never driven)."""
+        with self._mutex:
+            return not self._closed and bool(self._device.value)
 
     def pulse(self, ms: int) -> int:
         """Energise for ``min(ms, max_pulse_ms)``; returns the length used.

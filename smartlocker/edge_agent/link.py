@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from smartlocker import __version__
 from smartlocker.protocol import Channel, Status, TopicScheme, encode
@@ -193,8 +194,14 @@ class Link:
         self.connects += 1
         birth = Status(cabinet=self.config.cabinet, online=True, agent_version=__version__)
         client.publish(self._topics[Channel.STATUS], encode(birth), qos=1, retain=True)
+        # Retain-as-published: a retained command is seen as retained even when it is
+        # published while we are subscribed, so it can be refused.
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
         client.subscribe(
-            [(self._topics[ch], 1) for ch in (Channel.COMMANDS, Channel.DESIRED, Channel.RECEIPTS)]
+            [
+                (self._topics[ch], options)
+                for ch in (Channel.COMMANDS, Channel.DESIRED, Channel.RECEIPTS)
+            ]
         )
         logger.info(
             "connected to %s:%d (session present: %s)",

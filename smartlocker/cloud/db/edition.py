@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["Edition", "detect_edition"]
+__all__ = ["Edition", "detect_edition", "report_edition"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,18 @@ class Edition(StrEnum):
         """Continuous aggregates, compression and retention policies."""
         return self is Edition.TIMESCALEDB_TSL
 
+    @property
+    def uses(self) -> str:
+        """What the project uses on this edition (said at start-up)."""
+        if self is Edition.TIMESCALEDB_TSL:
+            return (
+                "hypertables, time_bucket, continuous aggregates, compression and"
+                " retention policies"
+            )
+        if self is Edition.TIMESCALEDB_APACHE:
+            return "hypertables, time_bucket, the project's rollups and retention job"
+        return "plain tables, date_bin, the project's rollups and retention job"
+
 
 def detect_edition(conn: psycopg.Connection[Any]) -> Edition:
     """Look at the connected database (the extension must be created in it)."""
@@ -45,3 +57,10 @@ def detect_edition(conn: psycopg.Connection[Any]) -> Edition:
     if license_name == "timescale":
         return Edition.TIMESCALEDB_TSL
     return Edition.TIMESCALEDB_APACHE
+
+
+def report_edition(conn: psycopg.Connection[Any]) -> Edition:
+    """Detect the edition and log what will be used: call once at start-up."""
+    edition = detect_edition(conn)
+    logger.info("storage edition: %s, using %s", edition.value, edition.uses)
+    return edition

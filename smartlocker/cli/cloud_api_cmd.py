@@ -1,0 +1,67 @@
+"""``smartlocker cloud api``: serve the operator REST API with gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import click
+
+from smartlocker.cloud.api.config import DEFAULT_BIND
+
+__all__ = ["api"]
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--database-url", envvar="SMARTLOCKER_DATABASE_URL", required=True)
+@click.option("--mqtt-url", envvar="SMARTLOCKER_MQTT_URL", default=None)
+@click.option("--signing-key", envvar="SMARTLOCKER_SIGNING_KEY", default=None)
+@click.option("--bind", envvar="SMARTLOCKER_API_BIND", default=DEFAULT_BIND, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=8, show_default=True, help="Threads per worker.")
+def api(
+    database_url: str,
+    mqtt_url: str | None,
+    signing_key: str | None,
+    bind: str,
+    workers: int,
+    threads: int,
+) -> None:
+    """Serve the REST API (gunicorn, N workers; they wake each other through PostgreSQL)."""
+    from gunicorn.app.base import BaseApplication
+
+    os.environ["SMARTLOCKER_DATABASE_URL"] = database_url
+    if mqtt_url:
+        os.environ["SMARTLOCKER_MQTT_URL"] = mqtt_url
+    if signing_key:
+        os.environ["SMARTLOCKER_SIGNING_KEY"] = signing_key
+    os.environ["SMARTLOCKER_API_BIND"] = bind
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="smartlocker-metrics-")
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", [bind])
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("preload_app", False)  # each worker builds its app after the fork
+            self.cfg.set("child_exit", _child_exit)
+
+        def load(self) -> Any:
+            from smartlocker.cloud.api import create_app
+
+            return create_app()
+
+    _Server().run()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,134 @@
+"""Rate limits and code-attempt lockouts, shared by every API worker through PostgreSQL.
+
+* :func:`hit` is a fixed-window counter (one atomic ``INSERT … ON CONFLICT DO UPDATE
+  … RETURNING``), used for remote unlocks per API key.
+* :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
+  API key that typed them) and imposes a growing lockout once the free attempts are
+  used, as the cabinet's kiosk does; a right code clears the subject.
+
+Both run in their own short transaction, so a counter survives the request's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from .errors import RateLimited
+
+__all__ = ["CodeThrottle", "hit", "lockout_for"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(2000, 1, 1).astimezone()
+
+
+def hit(
+    conn: psycopg.Connection[Any],
+    bucket: str,
+    *,
+    limit: int,
+    window: timedelta,
+    now: datetime,
+) -> int:
+    """Count one request in ``bucket``; raise :class:`RateLimited` past ``limit``."""
+    seconds = window.total_seconds()
+    start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
+            " ON CONFLICT (bucket, window_start)"
+            " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits",
+            (bucket, start),
+        ).fetchone()
+        assert row is not None
+        hits: int = row[0]
+        if hits == 1:  # a new window: forget the bucket's old ones
+            conn.execute(
+                "DELETE FROM api_rate_limits WHERE bucket = %s AND window_start < %s",
+                (bucket, start),
+            )
+    if hits > limit:
+        retry = (start + window - now).total_seconds()
+        raise RateLimited(
+            f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
+        )
+    return hits
+
+
+def lockout_for(failures: int, free_attempts: int) -> timedelta | None:
+    """How long to refuse codes after ``failures`` wrong ones in a row.
+
+    The kiosk's policy (``smartlocker/edge_agent/throttle.py``, kept equal here
+    because the cloud does not import the agent's hardware-bound package): from
+    the ``free_attempts``-th wrong code on, 30 s doubling with each one, at most 1 h.
+    """
+    if failures < free_attempts:
+        return None
+    exponent = min(failures - free_attempts, 30)
+    return timedelta(seconds=min(30.0 * 2**exponent, 3600.0))
+
+
+@dataclass(frozen=True, slots=True)
+class CodeThrottle:
+    """Wrong-code lockouts per subject (``parcel:<id>``, ``key:<id>``), as the kiosk's.
+
+    A run of wrong codes is forgotten after ``reset_after`` without one; a right
+    code ends the run but not a lockout already running.
+    """
+
+    free_attempts: int = 5
+    reset_after: timedelta = timedelta(minutes=15)
+
+    def check(self, conn: psycopg.Connection[Any], subjects: list[str], now: datetime) -> None:
+        """Raise :class:`RateLimited` if any subject is locked out right now."""
+        row = conn.execute(
+            "SELECT max(locked_until) FROM api_code_lockouts"
+            " WHERE subject = ANY(%s) AND locked_until > %s",
+            (subjects, now),
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            raise RateLimited(
+                "too many wrong codes; wait before trying again",
+                retry_after=int((row[0] - now).total_seconds()) + 1,
+                slug="code-throttled",
+            )
+
+    def failed(self, conn: psycopg.Connection[Any], subjects: list[str], now: datetime) -> None:
+        """Record one wrong code for every subject (committed on its own)."""
+        with conn.transaction():
+            for subject in subjects:
+                row = conn.execute(
+                    "INSERT INTO api_code_lockouts (subject, failures, updated_at)"
+                    " VALUES (%s, 1, %s) ON CONFLICT (subject) DO UPDATE SET failures ="
+                    " CASE WHEN api_code_lockouts.updated_at > EXCLUDED.updated_at - %s"
+                    " THEN api_code_lockouts.failures + 1 ELSE 1 END,"
+                    " updated_at = EXCLUDED.updated_at"
+                    " RETURNING failures",
+                    (subject, now, self.reset_after),
+                ).fetchone()
+                assert row is not None
+                lock = lockout_for(row[0], self.free_attempts)
+                if lock is not None:
+                    conn.execute(
+                        "UPDATE api_code_lockouts SET locked_until ="
+                        " greatest(locked_until, %s) WHERE subject = %s",
+                        (now + lock, subject),
+                    )
+                    logger.warning(
+                        "code attempts: %s locked out for %s after %d wrong codes",
+                        subject,
+                        lock,
+                        row[0],
+                    )
+
+    def succeeded(self, conn: psycopg.Connection[Any], subjects: list[str]) -> None:
+        """A right code ends the run of wrong ones (a running lockout stays)."""
+        with conn.transaction():
+            conn.execute(
+                "UPDATE api_code_lockouts SET failures = 0 WHERE subject = ANY(%s)", (subjects,)
+            )

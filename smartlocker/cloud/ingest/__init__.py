@@ -1,0 +1,22 @@
+"""Cloud ingest: MQTT traffic → rows → rules → receipts (asyncio + gmqtt + psycopg).
+
+:mod:`.worker` (MQTT side), :mod:`.batcher`, :mod:`.writer` (the transaction),
+:mod:`.receipts` (committed seq per cabinet), :mod:`.presence`, :mod:`.deadletter`,
+:mod:`.metrics`; :func:`run_ingest` wires them together.
+"""
+
+from .app import run_ingest
+from .deadletter import Reason
+from .metrics import IngestMetrics
+from .worker import IngestSettings, IngestWorker
+from .writer import Writer, WriterSettings
+
+__all__ = [
+    "IngestMetrics",
+    "IngestSettings",
+    "IngestWorker",
+    "Reason",
+    "Writer",
+    "WriterSettings",
+    "run_ingest",
+]

@@ -1,0 +1,167 @@
+"""Per-cabinet committed sequence: what a receipt may promise.
+
+A receipt ("committed up to seq N") lets the cabinet drop events 1..N from its
+outbox, so N only advances over a contiguous run of committed events: seq 7
+committed before seq 6 waits in ``ahead`` until 6 is committed too. Several
+workers share one cabinet's stream, so the cursor lives in the database, is
+locked (``FOR UPDATE``, in cabinet order) before the batch's events are inserted,
+and is updated in the same transaction.
+
+Seq restarts: a re-imaged cabinet starts again at seq 1 and its first event is
+``boot``. A *new* boot (not a duplicate by ``(cabinet, seq, ts)``) at or below the
+committed seq starts a new epoch: the cursor drops to ``boot.seq - 1`` and only
+events with ``ts`` at or after the boot count from then on. A new non-boot event
+at or below the committed seq means the cabinet restarted and its boot has not
+arrived yet (workers may reorder): receipts for that cabinet are held back until
+the boot arrives, because a receipt for the old, higher seq would make the
+cabinet drop events the cloud does not have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+__all__ = ["AHEAD_LIMIT", "Cursor", "EventKey", "advance", "lock_cursors", "store_cursors"]
+
+logger = logging.getLogger(__name__)
+
+#: Committed seqs kept above a gap; past this, the highest are forgotten (the
+#: cabinet resends them, since no receipt covers them).
+AHEAD_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventKey:
+    """What the cursor needs to know about one event of a batch."""
+
+    seq: int
+    ts: datetime
+    new: bool  # not a duplicate of a committed row
+    boot: bool
+
+
+@dataclass(slots=True)
+class Cursor:
+    cabinet: str
+    committed_seq: int = 0
+    ahead: set[int] = field(default_factory=set)
+    epoch_ts: datetime | None = None
+    held_since: datetime | None = None
+
+    @property
+    def receiptable(self) -> bool:
+        return self.held_since is None and self.committed_seq > 0
+
+    def copy(self) -> Cursor:
+        return Cursor(
+            self.cabinet, self.committed_seq, set(self.ahead), self.epoch_ts, self.held_since
+        )
+
+
+def advance(cursor: Cursor, events: Iterable[EventKey], now: datetime) -> Cursor:
+    """The cursor after a batch of this cabinet's events is committed (pure)."""
+    out = cursor.copy()
+    batch = list(events)
+    restarts = [
+        e
+        for e in batch
+        if e.boot
+        and e.new
+        and e.seq <= out.committed_seq
+        and (out.epoch_ts is None or e.ts > out.epoch_ts)
+    ]
+    if restarts:
+        boot = max(restarts, key=lambda e: e.ts)
+        logger.warning(
+            "cabinet %s restarted its seq at %d (was committed up to %d); new epoch from %s",
+            out.cabinet,
+            boot.seq,
+            out.committed_seq,
+            boot.ts.isoformat(),
+        )
+        out.committed_seq = boot.seq - 1
+        out.ahead = set()
+        out.epoch_ts = boot.ts
+        out.held_since = None
+    epoch = out.epoch_ts
+    for e in batch:
+        if epoch is not None and e.ts < epoch:
+            continue
+        if e.seq > out.committed_seq:
+            out.ahead.add(e.seq)
+        elif e.new and not e.boot and out.held_since is None:
+            logger.warning(
+                "cabinet %s sent a new event at seq %d <= committed %d: holding receipts"
+                " until its boot arrives",
+                out.cabinet,
+                e.seq,
+                out.committed_seq,
+            )
+            out.held_since = now
+    q = out.committed_seq
+    while q + 1 in out.ahead:
+        q += 1
+        out.ahead.discard(q)
+    out.committed_seq = q
+    if len(out.ahead) > AHEAD_LIMIT:
+        keep = sorted(out.ahead)[:AHEAD_LIMIT]
+        logger.warning("cabinet %s: %d seqs wait above a gap at %d", out.cabinet, len(out.ahead), q)
+        out.ahead = set(keep)
+    return out
+
+
+def lock_cursors(conn: psycopg.Connection[Any], cabinets: Iterable[str]) -> dict[str, Cursor]:
+    """Create missing cursors and lock all of them, in cabinet order (no deadlocks)."""
+    names = sorted(set(cabinets))
+    if not names:
+        return {}
+    conn.execute(
+        "INSERT INTO ingest_cursors (cabinet) SELECT c FROM unnest(%s::text[]) AS c"
+        " ORDER BY c ON CONFLICT DO NOTHING",
+        (names,),
+    )
+    rows = conn.execute(
+        "SELECT cabinet, committed_seq, ahead, epoch_ts, held_since FROM ingest_cursors"
+        " WHERE cabinet = ANY(%s::text[]) ORDER BY cabinet FOR UPDATE",
+        (names,),
+    ).fetchall()
+    return {r[0]: Cursor(r[0], r[1], set(r[2]), r[3], r[4]) for r in rows}
+
+
+def store_cursors(
+    conn: psycopg.Connection[Any],
+    before: Mapping[str, Cursor],
+    after: Mapping[str, Cursor],
+    now: datetime,
+) -> None:
+    """Write the cursors that changed (in the caller's transaction)."""
+    changed = [
+        c
+        for name, c in after.items()
+        if (b := before.get(name)) is None
+        or (b.committed_seq, b.ahead, b.epoch_ts, b.held_since)
+        != (c.committed_seq, c.ahead, c.epoch_ts, c.held_since)
+    ]
+    if not changed:
+        return
+    conn.execute(
+        "UPDATE ingest_cursors AS c SET committed_seq = u.q, ahead = u.a::bigint[],"
+        " epoch_ts = u.e, held_since = u.h, updated_at = %s"
+        " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::timestamptz[],"
+        " %s::timestamptz[]) AS u(cabinet, q, a, e, h)"
+        " WHERE c.cabinet = u.cabinet",
+        (
+            now,
+            [c.cabinet for c in changed],
+            [c.committed_seq for c in changed],
+            ["{" + ",".join(map(str, sorted(c.ahead))) + "}" for c in changed],
+            [c.epoch_ts for c in changed],
+            [c.held_since for c in changed],
+        ),
+    )

@@ -1,0 +1,439 @@
+"""The writer thread: one transaction per batch, commit, then acknowledge.
+
+A batch becomes, in ONE transaction on a sync psycopg connection:
+
+1. refused messages (malformed, unknown ``v``, wrong topic, cabinet mismatch,
+   unknown cabinet) → ``dead_letters``;
+2. the events' cabinet cursors locked (in cabinet order), the events binary-COPYed
+   into a temp table and moved by ``INSERT … SELECT … ON CONFLICT DO NOTHING
+   RETURNING``, which says which are new; ``reactions.on_events`` with the new
+   ones; cursors advanced (:mod:`.receipts`);
+3. telemetry likewise (``on_telemetry``), status (:mod:`.presence`), acks and
+   reported (``on_ack``, ``on_reported``); ``last_seen``.
+
+Then commit. Only then the :class:`Outcome` goes back to the event loop, which
+PUBACKs the messages and publishes receipts, and the effects go to the downlink.
+A lost database connection keeps the batch and retries it until it commits (the
+messages stay un-PUBACKed meanwhile); any other failure splits the batch and
+retries message by message, dead-lettering the ones that still fail, so one bad
+message never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from smartlocker.protocol import Status, Telemetry
+
+from . import presence
+from .deadletter import Reason, write_dead_letters
+from .intake import Inbound, Sorted, TopicCache, dead_letter_for, sort_batch
+from .metrics import IngestMetrics
+from .receipts import Cursor, EventKey, advance, lock_cursors, store_cursors
+from .seam import Rules, known_cabinets
+
+__all__ = ["Outcome", "Writer", "WriterSettings"]
+
+logger = logging.getLogger(__name__)
+
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_stage ("
+    " cabinet text, seq bigint, ts timestamptz, id text, type text, compartment text,"
+    " body text, received_at timestamptz) ON COMMIT DELETE ROWS"
+)
+_COPY = (
+    "COPY ingest_stage (cabinet, seq, ts, id, type, compartment, body, received_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ["text", "int8", "timestamptz", "text", "text", "text", "text", "timestamptz"]
+_MOVE = (
+    "INSERT INTO events (cabinet, seq, ts, id, type, compartment, body, received_at)"
+    " SELECT cabinet, seq, ts, id, type, compartment, body::jsonb, received_at"
+    " FROM ingest_stage ON CONFLICT DO NOTHING RETURNING cabinet, seq, ts"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    database_url: str
+    policy: presence.PresencePolicy = field(default_factory=presence.PresencePolicy)
+    sweep_interval: float = 2.0
+    retry_delay: float = 0.5
+    max_retry_delay: float = 5.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a committed batch means for the loop: acks, receipts, counts."""
+
+    items: Sequence[Inbound]
+    receipts: dict[str, int] = field(default_factory=dict)
+    new_events: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    committed_at: float = 0.0
+
+
+#: Called in the writer thread, after a commit, with a connection and no transaction.
+Deliver = Callable[[psycopg.Connection[Any], list[Any]], None]
+
+
+class Writer:
+    """Owns the database connection; batches come in through :meth:`submit`."""
+
+    def __init__(
+        self,
+        settings: WriterSettings,
+        rules: Rules,
+        topics: TopicCache,
+        on_committed: Callable[[Outcome], None],
+        *,
+        deliver: Deliver | None = None,
+        metrics: IngestMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.topics = topics
+        self.on_committed = on_committed
+        self.deliver = deliver
+        self.metrics = metrics or IngestMetrics()
+        self.clock = clock
+        self._queue: queue.Queue[list[Inbound] | None] = queue.Queue()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._next_sweep = 0.0
+
+    # -- control (any thread) -----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, batch: list[Inbound]) -> None:
+        self._queue.put(batch)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what was submitted (if the database lets us), then close."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                timeout = max(0.05, self._next_sweep - time.monotonic())
+                try:
+                    batch = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    batch = []
+                if batch is None:
+                    return
+                if batch:
+                    outcome = self._commit_with_retry(batch)
+                    if outcome is None:
+                        return
+                    self.on_committed(outcome)
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + self.settings.sweep_interval
+                    self._guarded(self._sweep)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.settings.database_url, autocommit=False)
+            self._conn.execute(_STAGE)
+            self._conn.commit()
+            logger.info("writer connected to the database")
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _commit_with_retry(self, batch: list[Inbound]) -> Outcome | None:
+        delay = self.settings.retry_delay
+        while not self._stop.is_set():
+            try:
+                return self._commit(batch)
+            except psycopg.OperationalError as exc:
+                self.metrics.db_errors.inc()
+                logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+                self._drop_connection()
+            except Exception:
+                self.metrics.db_errors.inc()
+                logger.exception("batch of %d failed; retrying one by one", len(batch))
+                self._rollback()
+                try:
+                    return self._commit_singly(batch)
+                except psycopg.OperationalError as exc:
+                    logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+                    self._drop_connection()
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.max_retry_delay)
+        return None
+
+    def _rollback(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.rollback()
+            except psycopg.Error:
+                self._drop_connection()
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except psycopg.OperationalError as exc:
+            logger.warning("database unavailable during maintenance: %s", exc)
+            self._drop_connection()
+        except Exception:
+            logger.exception("maintenance failed")
+            self._rollback()
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def _commit(self, batch: Sequence[Inbound]) -> Outcome:
+        started = time.perf_counter()
+        conn = self._connection()
+        now = self.clock()
+        sorted_ = sort_batch(batch, self.topics)
+        outcome = Outcome(items=batch)
+        effects: list[Any] = []
+        with conn.transaction():
+            self._refuse_unknown(conn, sorted_)
+            self._write_events(conn, sorted_, now, outcome, effects)
+            self._write_telemetry(conn, sorted_, now, effects)
+            self._write_presence(conn, sorted_, now, effects)
+            for ack in sorted_.acks:
+                effects.append(self.rules.on_ack(conn, ack, now))
+            for rep in sorted_.reported:
+                effects.append(self.rules.on_reported(conn, rep, now))
+            write_dead_letters(conn, sorted_.dead)
+        outcome.dead = len(sorted_.dead)
+        outcome.committed_at = time.time()
+        self._account(sorted_, outcome, time.perf_counter() - started)
+        self._deliver(conn, effects)
+        return outcome
+
+    def _commit_singly(self, batch: Sequence[Inbound]) -> Outcome:
+        """Each message in its own transaction; what fails is dead-lettered."""
+        total = Outcome(items=batch)
+        for item in batch:
+            try:
+                one = self._commit([item])
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:
+                logger.exception("message on %s refused by the rules", item.topic)
+                self._rollback()
+                conn = self._connection()
+                with conn.transaction():
+                    write_dead_letters(
+                        conn,
+                        [dead_letter_for(item, Reason.PROCESSING_ERROR, repr(exc))],
+                    )
+                self.metrics.dead_letters.labels(Reason.PROCESSING_ERROR.value).inc()
+                total.dead += 1
+                continue
+            total.receipts.update(one.receipts)
+            total.new_events += one.new_events
+            total.duplicates += one.duplicates
+            total.dead += one.dead
+        total.committed_at = time.time()
+        return total
+
+    def _refuse_unknown(self, conn: psycopg.Connection[Any], s: Sorted) -> None:
+        cabinets = s.cabinets()
+        if not cabinets:
+            return
+        unknown = cabinets - known_cabinets(conn, cabinets)
+        if not unknown:
+            return
+
+        def keep(message: Any) -> bool:
+            if message.cabinet not in unknown:
+                return True
+            item = s.origin[id(message)]
+            s.dead.append(
+                dead_letter_for(item, Reason.UNKNOWN_CABINET, f"cabinet {message.cabinet!r}")
+            )
+            return False
+
+        s.events = [(m, p) for m, p in s.events if keep(m)]
+        s.telemetry = [m for m in s.telemetry if keep(m)]
+        s.statuses = [m for m in s.statuses if keep(m)]
+        s.acks = [m for m in s.acks if keep(m)]
+        s.reported = [m for m in s.reported if keep(m)]
+
+    def _write_events(
+        self,
+        conn: psycopg.Connection[Any],
+        s: Sorted,
+        now: datetime,
+        outcome: Outcome,
+        effects: list[Any],
+    ) -> None:
+        if not s.events:
+            return
+        unique: dict[tuple[str, int, datetime], tuple[Any, bytes]] = {}
+        for message, payload in s.events:
+            unique.setdefault((message.cabinet, message.seq, message.ts), (message, payload))
+        before = lock_cursors(conn, {k[0] for k in unique})
+        with conn.cursor() as cur:
+            with cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                write = copy.write_row
+                origin = s.origin
+                for (cabinet, seq, ts), (m, payload) in unique.items():
+                    write(
+                        (
+                            cabinet,
+                            seq,
+                            ts,
+                            m.id,
+                            m.type,
+                            getattr(m, "compartment", None),
+                            payload.decode("utf-8"),
+                            origin[id(m)].received_at,
+                        )
+                    )
+            cur.execute(_MOVE)
+            inserted = {(r[0], r[1], r[2]) for r in cur.fetchall()}
+        outcome.new_events = len(inserted)
+        outcome.duplicates = len(s.events) - len(inserted)
+        per_cabinet: dict[str, list[EventKey]] = {}
+        for key, (m, _) in unique.items():
+            per_cabinet.setdefault(key[0], []).append(
+                EventKey(key[1], key[2], key in inserted, m.type == "boot")
+            )
+        after: dict[str, Cursor] = {
+            name: advance(before[name], keys, now) for name, keys in per_cabinet.items()
+        }
+        store_cursors(conn, before, after, now)
+        outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
+        if inserted:
+            new = [unique[k][0] for k in sorted(inserted, key=lambda k: (k[0], k[1], k[2]))]
+            effects.append(self.rules.on_events(conn, new, now))
+
+    def _write_telemetry(
+        self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
+    ) -> None:
+        if not s.telemetry:
+            return
+        rows = s.telemetry
+        got = conn.execute(
+            "INSERT INTO telemetry (cabinet, ts, id, uptime_s, outbox_depth, cpu_temp_c,"
+            " compartment_temps, received_at)"
+            " SELECT c, t, i, u, o, p, j::jsonb, %s FROM unnest(%s::text[], %s::timestamptz[],"
+            " %s::text[], %s::float8[], %s::int[], %s::float8[], %s::text[])"
+            " AS x(c, t, i, u, o, p, j)"
+            " ON CONFLICT DO NOTHING RETURNING cabinet, ts, id",
+            (
+                now,
+                [m.cabinet for m in rows],
+                [m.ts for m in rows],
+                [m.id for m in rows],
+                [m.uptime_s for m in rows],
+                [m.outbox_depth for m in rows],
+                [m.cpu_temp_c for m in rows],
+                [json.dumps(m.compartment_temps) for m in rows],
+            ),
+        ).fetchall()
+        fresh = {(r[0], r[1], r[2]) for r in got}
+        new: list[Telemetry] = [m for m in rows if (m.cabinet, m.ts, m.id) in fresh]
+        if new:
+            effects.append(self.rules.on_telemetry(conn, new, now))
+
+    def _write_presence(
+        self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
+    ) -> None:
+        seen: dict[str, datetime] = {}
+        for group in (s.telemetry, s.acks, s.reported):
+            for m in group:
+                if m.cabinet not in seen or m.ts > seen[m.cabinet]:
+                    seen[m.cabinet] = m.ts
+        for m, _ in s.events:
+            if m.cabinet not in seen or m.ts > seen[m.cabinet]:
+                seen[m.cabinet] = m.ts
+        for st in s.statuses:
+            if st.online and (st.cabinet not in seen or st.ts > seen[st.cabinet]):
+                seen[st.cabinet] = st.ts
+        seen = {k: min(v, now) for k, v in seen.items()}
+        back = presence.touch(conn, seen)
+        births = {st.cabinet for st in s.statuses if st.online}
+        revived = [(name, at) for name, at in back if name not in births]
+        for name, at in revived:
+            effects.append(
+                self.rules.on_status(conn, Status(cabinet=name, online=True, ts=at), now)
+            )
+        presence.mark_online(conn, [name for name, _ in revived], now)
+        if s.statuses:
+            presence.apply_statuses(
+                conn,
+                s.statuses,
+                now,
+                lambda st: effects.append(self.rules.on_status(conn, st, now)),
+            )
+
+    def _sweep(self) -> None:
+        conn = self._connection()
+        now = self.clock()
+        effects: list[Any] = []
+        with conn.transaction():
+            presence.sweep(
+                conn,
+                now,
+                self.settings.policy,
+                lambda st: effects.append(self.rules.on_status(conn, st, now)),
+                lambda name, seen: effects.append(self.rules.on_silence(conn, name, seen, now)),
+            )
+        self._deliver(conn, effects)
+
+    def _deliver(self, conn: psycopg.Connection[Any], effects: list[Any]) -> None:
+        effects = [e for e in effects if e]
+        if not effects or self.deliver is None:
+            return
+        try:
+            self.deliver(conn, effects)
+        except Exception:
+            # Committed state is the truth: a desired state not published now is
+            # republished by the next change or the cabinet's next report.
+            logger.exception("downlink of %d effect(s) failed", len(effects))
+            self._rollback()
+
+    def _account(self, s: Sorted, outcome: Outcome, seconds: float) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.batch_size.observe(len(outcome.items))
+        m.commit_seconds.observe(seconds)
+        m.events_new.inc(outcome.new_events)
+        m.events_duplicate.inc(outcome.duplicates)
+        for d in s.dead:
+            m.dead_letters.labels(d.reason.value).inc()
+        if s.events:
+            # publish → commit, from the event's own ts (sampled: 1 in 8).
+            now = outcome.committed_at
+            for message, _ in s.events[::8]:
+                m.publish_to_commit.observe(max(0.0, now - message.ts.timestamp()))

@@ -1,0 +1,424 @@
+"""The seam between ingest and the rules: what MQTT traffic means (docs/cloud-internals.md).
+
+Ingest writes the rows, then calls one method of :class:`Reactions` in the same
+transaction (a sync psycopg connection) and, after committing, hands the
+returned :class:`Effects` to :func:`smartlocker.cloud.downlink.publish_effects`.
+
+Event meanings (events arrive in ``(cabinet, seq)`` order, only new ones):
+
+* ``code_accepted`` or ``unlocked`` (a code's parcel, or the parcel of the command
+  that opened it) records a *grant* on the compartment; ``door_opened`` marks it
+  used; the ``door_closed`` that follows completes it: a deposit grant moves the
+  reserved parcel to ``deposited`` and issues its pickup code (into the
+  notification outbox); a pickup grant moves the deposited parcel to
+  ``picked_up``; a return grant moves the expired parcel to ``returned``.
+* ``alarm`` raises or clears the alert of the same kind.
+* ``door_*`` and ``unlocked`` keep the compartment's door and lock state.
+
+Acks move commands on (``opened`` → succeeded, ``not_opened`` → failed with an
+``unlock_failed`` alert, ``failed`` → failed with a ``command_failed`` alert,
+``rejected`` → rejected). Status, traffic and silence keep presence. A bad or
+unknown reference (cabinet, compartment, parcel) is logged and skipped: nothing
+here raises for a cabinet's input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from smartlocker.protocol import (
+    Ack,
+    AckOutcome,
+    Alarm,
+    CodeAccepted,
+    DoorClosed,
+    DoorOpened,
+    Event,
+    Reported,
+    Status,
+    Telemetry,
+    Unlocked,
+    UnlockSource,
+)
+
+from .downlink import expire_commands
+from .errors import CloudError
+from .keys import CloudKeys
+from .rules.alerts import AlertKind, clear_alert, raise_alert
+from .rules.commands import CommandStatus, record_outcome
+from .rules.lifecycle import Transition
+from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
+from .rules.presence import mark_offline, mark_online, touch
+
+__all__ = ["Effects", "Reactions"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Effects:
+    """What must happen after the commit (and what happened, for logs and tests)."""
+
+    #: Cabinets whose signed desired state must be republished.
+    desired_changed: set[str] = field(default_factory=set)
+    #: Parcel transitions made.
+    transitions: list[Transition] = field(default_factory=list)
+    #: Alert ids newly raised / cleared.
+    alerts_raised: list[int] = field(default_factory=list)
+    alerts_cleared: list[int] = field(default_factory=list)
+    #: Notification outbox rows to deliver (e.g. a new pickup code).
+    notifications: list[int] = field(default_factory=list)
+
+    def merge(self, other: Effects) -> Effects:
+        self.desired_changed |= other.desired_changed
+        self.transitions += other.transitions
+        self.alerts_raised += other.alerts_raised
+        self.alerts_cleared += other.alerts_cleared
+        self.notifications += other.notifications
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.desired_changed
+            or self.transitions
+            or self.alerts_raised
+            or self.alerts_cleared
+            or self.notifications
+        )
+
+
+_PURPOSE_OF_SOURCE = {
+    UnlockSource.DEPOSIT_CODE: "deposit",
+    UnlockSource.PICKUP_CODE: "pickup",
+}
+
+
+class Reactions:
+    """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
+
+    def __init__(self, keys: CloudKeys) -> None:
+        self.keys = keys
+
+    # --- events -------------------------------------------------------------------
+
+    def on_events(
+        self, conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime
+    ) -> Effects:
+        """React to new events (in ``(cabinet, seq)`` order)."""
+        effects = Effects()
+        known: dict[str, bool] = {}
+        for event in events:
+            cabinet = event.cabinet
+            if cabinet not in known:
+                known[cabinet] = touch(conn, cabinet, at=min(event.ts, now), now=now)
+                if not known[cabinet]:
+                    logger.warning("events from unknown cabinet %s ignored", cabinet)
+            if not known[cabinet]:
+                continue
+            try:
+                with conn.transaction():
+                    self._on_event(conn, event, now, effects)
+            except CloudError as exc:
+                logger.warning(
+                    "event %s seq %d of %s not applied: %s", event.type, event.seq, cabinet, exc
+                )
+        return effects
+
+    def _on_event(
+        self, conn: psycopg.Connection[Any], event: Event, now: datetime, effects: Effects
+    ) -> None:
+        at = min(event.ts, now)
+        if isinstance(event, DoorOpened):
+            conn.execute(
+                "UPDATE compartments SET door = 'open', door_changed_at = %s,"
+                " grant_opened = grant_kind IS NOT NULL WHERE cabinet = %s AND id = %s",
+                (at, event.cabinet, event.compartment),
+            )
+        elif isinstance(event, DoorClosed):
+            self._door_closed(conn, event, at, now, effects)
+        elif isinstance(event, Unlocked):
+            self._unlocked(conn, event, at)
+        elif isinstance(event, CodeAccepted):
+            self._set_grant(
+                conn, event.cabinet, event.compartment, event.kind.value, event.parcel, at
+            )
+        elif isinstance(event, Alarm):
+            self._alarm(conn, event, now, effects)
+        # boot, shutdown, code_rejected: stored by ingest; nothing to decide here.
+
+    def _set_grant(
+        self,
+        conn: psycopg.Connection[Any],
+        cabinet: str,
+        compartment: str,
+        kind: str,
+        parcel: str | None,
+        at: datetime,
+    ) -> None:
+        conn.execute(
+            "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
+            " grant_opened = false WHERE cabinet = %s AND id = %s",
+            (kind, parcel, at, cabinet, compartment),
+        )
+
+    def _unlocked(self, conn: psycopg.Connection[Any], event: Unlocked, at: datetime) -> None:
+        conn.execute(
+            "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
+            (event.cabinet, event.compartment),
+        )
+        kind: str | None = _PURPOSE_OF_SOURCE.get(event.source)
+        parcel = event.parcel
+        if event.source is UnlockSource.COMMAND:
+            row = None
+            if event.command_id is not None:
+                row = conn.execute(
+                    "SELECT purpose, parcel FROM commands WHERE id = %s AND cabinet = %s",
+                    (event.command_id, event.cabinet),
+                ).fetchone()
+            kind, parcel = (row[0], row[1]) if row is not None else ("operator", None)
+        if kind is not None:
+            self._set_grant(conn, event.cabinet, event.compartment, kind, parcel, at)
+
+    def _door_closed(
+        self,
+        conn: psycopg.Connection[Any],
+        event: DoorClosed,
+        at: datetime,
+        now: datetime,
+        effects: Effects,
+    ) -> None:
+        row = conn.execute(
+            "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
+            " WHERE cabinet = %s AND id = %s FOR UPDATE",
+            (event.cabinet, event.compartment),
+        ).fetchone()
+        conn.execute(
+            "UPDATE compartments SET door = 'closed', lock = 'locked', door_changed_at = %s,"
+            " grant_kind = NULL, grant_parcel = NULL, grant_at = NULL, grant_opened = false"
+            " WHERE cabinet = %s AND id = %s",
+            (at, event.cabinet, event.compartment),
+        )
+        cleared = clear_alert(
+            conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
+        )
+        if cleared is not None:
+            effects.alerts_cleared.append(cleared)
+        if row is None:
+            logger.warning(
+                "door_closed for unknown compartment %s/%s", event.cabinet, event.compartment
+            )
+            return
+        kind, parcel, opened = row
+        if kind is None or parcel is None or not opened:
+            return
+        placed = conn.execute(
+            "SELECT 1 FROM parcels WHERE id = %s AND cabinet = %s AND compartment = %s",
+            (parcel, event.cabinet, event.compartment),
+        ).fetchone()
+        if placed is None:
+            logger.warning(
+                "grant for parcel %s does not match %s/%s", parcel, event.cabinet, event.compartment
+            )
+            return
+        cause = f"event {event.cabinet}#{event.seq}"
+        actor = f"cabinet:{event.cabinet}"
+        if kind == "deposit":
+            deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
+            effects.transitions.append(deposit.transition)
+            effects.notifications.append(deposit.notification)
+        elif kind == "pickup":
+            effects.transitions.append(
+                record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
+            )
+        elif kind == "return":
+            effects.transitions.append(
+                record_return(conn, parcel, now=at, actor=actor, cause=cause)
+            )
+        else:
+            return
+        effects.desired_changed.add(event.cabinet)
+
+    def _alarm(
+        self, conn: psycopg.Connection[Any], event: Alarm, now: datetime, effects: Effects
+    ) -> None:
+        if event.active:
+            alert, new = raise_alert(
+                conn,
+                event.cabinet,
+                AlertKind(event.kind.value),
+                now=now,
+                compartment=event.compartment,
+                detail=event.detail,
+            )
+            if new:
+                effects.alerts_raised.append(alert)
+        else:
+            cleared = clear_alert(
+                conn,
+                event.cabinet,
+                AlertKind(event.kind.value),
+                now=now,
+                compartment=event.compartment,
+            )
+            if cleared is not None:
+                effects.alerts_cleared.append(cleared)
+
+    # --- the rest of the uplink -------------------------------------------------
+
+    def on_ack(self, conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
+        """Move the command to its outcome; alerts for a door that did not open."""
+        effects = Effects()
+        touch(conn, ack.cabinet, at=min(ack.ts, now), now=now)
+        row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
+        if row is None:
+            return effects
+        if row.status is CommandStatus.SUCCEEDED:
+            for kind in (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED):
+                cleared = clear_alert(conn, row.cabinet, kind, now=now, compartment=row.compartment)
+                if cleared is not None:
+                    effects.alerts_cleared.append(cleared)
+        elif row.status is CommandStatus.FAILED:
+            kind = (
+                AlertKind.UNLOCK_FAILED
+                if ack.outcome is AckOutcome.NOT_OPENED
+                else AlertKind.COMMAND_FAILED
+            )
+            alert, new = raise_alert(
+                conn,
+                row.cabinet,
+                kind,
+                now=now,
+                compartment=row.compartment,
+                detail=f"command {row.id}: {ack.outcome.value}"
+                + (f" ({ack.reason})" if ack.reason else ""),
+            )
+            if new:
+                effects.alerts_raised.append(alert)
+        else:
+            logger.warning("command %s rejected by %s: %s", row.id, row.cabinet, ack.reason)
+        return effects
+
+    def on_status(self, conn: psycopg.Connection[Any], status: Status, now: datetime) -> Effects:
+        """Birth → online (and republish the desired state); last will → offline."""
+        effects = Effects()
+        if status.online:
+            if mark_online(
+                conn, status.cabinet, at=now, now=now, agent_version=status.agent_version
+            ):
+                effects.desired_changed.add(status.cabinet)
+        elif mark_offline(conn, status.cabinet, at=now, now=now, why="last will"):
+            effects.alerts_raised.extend(self._open_alert(conn, status.cabinet, AlertKind.OFFLINE))
+        return effects
+
+    def on_reported(
+        self, conn: psycopg.Connection[Any], reported: Reported, now: datetime
+    ) -> Effects:
+        """Record the applied desired version and the doors' snapshot."""
+        if not touch(conn, reported.cabinet, at=min(reported.ts, now), now=now):
+            logger.warning("reported from unknown cabinet %s ignored", reported.cabinet)
+            return Effects()
+        conn.execute(
+            "UPDATE cabinets SET reported_version = %s, reported_at = %s,"
+            " agent_version = coalesce(%s, agent_version) WHERE id = %s",
+            (
+                reported.desired_version,
+                min(reported.ts, now),
+                reported.agent_version,
+                reported.cabinet,
+            ),
+        )
+        for comp in reported.compartments:
+            conn.execute(
+                "UPDATE compartments SET door = %s WHERE cabinet = %s AND id = %s",
+                (comp.door.value, reported.cabinet, comp.id),
+            )
+        return Effects()
+
+    def on_telemetry(
+        self, conn: psycopg.Connection[Any], readings: Sequence[Telemetry], now: datetime
+    ) -> Effects:
+        """Last seen; compartment temperatures against their ranges."""
+        effects = Effects()
+        for reading in readings:
+            at = min(reading.ts, now)
+            if not touch(conn, reading.cabinet, at=at, now=now):
+                continue
+            for compartment, celsius in reading.compartment_temps.items():
+                row = conn.execute(
+                    "UPDATE compartments SET temperature_c = %s, temperature_at = %s"
+                    " WHERE cabinet = %s AND id = %s RETURNING temp_min_c, temp_max_c",
+                    (celsius, at, reading.cabinet, compartment),
+                ).fetchone()
+                if row is None:
+                    continue
+                low, high = row
+                if (low is not None and celsius < low) or (high is not None and celsius > high):
+                    alert, new = raise_alert(
+                        conn,
+                        reading.cabinet,
+                        AlertKind.TEMPERATURE,
+                        now=now,
+                        compartment=compartment,
+                        detail=f"{celsius:.1f} °C outside {low}..{high}",
+                    )
+                    if new:
+                        effects.alerts_raised.append(alert)
+                else:
+                    cleared = clear_alert(
+                        conn,
+                        reading.cabinet,
+                        AlertKind.TEMPERATURE,
+                        now=now,
+                        compartment=compartment,
+                    )
+                    if cleared is not None:
+                        effects.alerts_cleared.append(cleared)
+        return effects
+
+    def on_silence(
+        self, conn: psycopg.Connection[Any], cabinet: str, last_seen: datetime, now: datetime
+    ) -> Effects:
+        """Heartbeats stopped (ingest decides when): offline, with an alert."""
+        effects = Effects()
+        if mark_offline(
+            conn, cabinet, at=now, now=now, why=f"silent since {last_seen.isoformat()}"
+        ):
+            effects.alerts_raised.extend(self._open_alert(conn, cabinet, AlertKind.OFFLINE))
+        return effects
+
+    def on_tick(self, conn: psycopg.Connection[Any], now: datetime) -> Effects:
+        """Periodic sweep (ingest's timer, e.g. every few seconds): deadlines and expiries.
+
+        Deposited parcels past their deadline → expired (pickup code revoked);
+        commands past their expiry → timed_out (with a ``command_failed`` alert).
+        """
+        effects = Effects()
+        for transition in expire_overdue(conn, now):
+            effects.transitions.append(transition)
+            effects.desired_changed.add(transition.cabinet)
+        for command in expire_commands(conn, now):
+            alert = self._open_alert(
+                conn, command.cabinet, AlertKind.COMMAND_FAILED, command.compartment
+            )
+            effects.alerts_raised.extend(alert)
+        return effects
+
+    @staticmethod
+    def _open_alert(
+        conn: psycopg.Connection[Any],
+        cabinet: str,
+        kind: AlertKind,
+        compartment: str | None = None,
+    ) -> list[int]:
+        row = conn.execute(
+            "SELECT id FROM alerts WHERE cabinet = %s AND kind = %s"
+            " AND coalesce(compartment, '') = coalesce(%s, '') AND cleared_at IS NULL",
+            (cabinet, kind.value, compartment),
+        ).fetchone()
+        return [int(row[0])] if row else []

@@ -1,0 +1,78 @@
+"""The business rules, in one place: ingest and the API call these, never re-implement them.
+
+* :mod:`.lifecycle`: the parcel transition table and the one function that applies it.
+* :mod:`.allocation`: the smallest free compartment that fits, safe under concurrency.
+* :mod:`.codes`: pickup/deposit codes (CSPRNG, keyed hashes only).
+* :mod:`.parcels`: reserve, deposit, pickup, cancel, expire, return, extend, resend.
+* :mod:`.commands`: the command lifecycle table.
+* :mod:`.alerts`, :mod:`.presence`, :mod:`.fees`.
+
+Every rule takes ``now``; none reads the clock.
+"""
+
+from .alerts import AlertKind, ack_alert, clear_alert, raise_alert
+from .allocation import SIZES, Allocation, allocate
+from .codes import issue_code, revoke_codes
+from .commands import COMMAND_TRANSITIONS, COMMAND_TTL, CommandRow, CommandStatus
+from .fees import FeePolicy, compute_fee, load_fee_policy
+from .lifecycle import (
+    ACTIVE_STATES,
+    TRANSITIONS,
+    ParcelState,
+    Transition,
+    apply_transition,
+    is_allowed,
+)
+from .parcels import (
+    Deposit,
+    Notification,
+    Reservation,
+    cancel_parcel,
+    expire_overdue,
+    extend_deadline,
+    mark_notification_sent,
+    record_deposit,
+    record_pickup,
+    record_return,
+    resend_pickup_code,
+    reserve_parcel,
+    take_notifications,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "COMMAND_TRANSITIONS",
+    "COMMAND_TTL",
+    "SIZES",
+    "TRANSITIONS",
+    "AlertKind",
+    "Allocation",
+    "CommandRow",
+    "CommandStatus",
+    "Deposit",
+    "FeePolicy",
+    "Notification",
+    "ParcelState",
+    "Reservation",
+    "Transition",
+    "ack_alert",
+    "allocate",
+    "apply_transition",
+    "cancel_parcel",
+    "clear_alert",
+    "compute_fee",
+    "expire_overdue",
+    "extend_deadline",
+    "is_allowed",
+    "issue_code",
+    "load_fee_policy",
+    "mark_notification_sent",
+    "raise_alert",
+    "record_deposit",
+    "record_pickup",
+    "record_return",
+    "resend_pickup_code",
+    "reserve_parcel",
+    "revoke_codes",
+    "take_notifications",
+]

@@ -1,0 +1,93 @@
+"""Alerts: raised and cleared idempotently, one open alert per (cabinet, compartment, kind).
+
+Raising an alert that is already open bumps its ``occurrences`` and
+``last_seen_at``; clearing one that is not open does nothing. Operators
+acknowledge alerts (:func:`ack_alert`); acknowledging does not clear.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from ..errors import NotFound
+
+__all__ = ["AlertKind", "ack_alert", "clear_alert", "raise_alert"]
+
+logger = logging.getLogger(__name__)
+
+
+class AlertKind(StrEnum):
+    FORCED_OPEN = "forced_open"
+    HELD_OPEN = "held_open"
+    UNLOCK_FAILED = "unlock_failed"  # the door did not open
+    LOCK_FAULT = "lock_fault"
+    TEMPERATURE = "temperature"
+    OFFLINE = "offline"
+    COMMAND_FAILED = "command_failed"
+
+
+def raise_alert(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    kind: AlertKind | str,
+    *,
+    now: datetime,
+    compartment: str | None = None,
+    detail: str | None = None,
+) -> tuple[int, bool]:
+    """Open (or bump) the alert; returns ``(alert id, newly raised)``."""
+    kind = AlertKind(kind)
+    row = conn.execute(
+        """
+        INSERT INTO alerts (cabinet, compartment, kind, detail, raised_at, last_seen_at)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        ON CONFLICT (cabinet, (coalesce(compartment, '')), kind) WHERE cleared_at IS NULL
+        DO UPDATE SET occurrences = alerts.occurrences + 1,
+                      last_seen_at = greatest(alerts.last_seen_at, EXCLUDED.last_seen_at),
+                      detail = coalesce(EXCLUDED.detail, alerts.detail)
+        RETURNING id, (xmax = 0)
+        """,
+        (cabinet, compartment, kind.value, detail, now, now),
+    ).fetchone()
+    assert row is not None
+    if row[1]:
+        logger.warning("alert raised: %s %s %s (%s)", cabinet, compartment or "-", kind, detail)
+    return int(row[0]), bool(row[1])
+
+
+def clear_alert(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    kind: AlertKind | str,
+    *,
+    now: datetime,
+    compartment: str | None = None,
+) -> int | None:
+    """Clear the open alert if there is one; returns its id."""
+    kind = AlertKind(kind)
+    row = conn.execute(
+        "UPDATE alerts SET cleared_at = %s WHERE cabinet = %s"
+        " AND coalesce(compartment, '') = coalesce(%s, '') AND kind = %s"
+        " AND cleared_at IS NULL RETURNING id",
+        (now, cabinet, compartment, kind.value),
+    ).fetchone()
+    if row is None:
+        return None
+    logger.info("alert cleared: %s %s %s", cabinet, compartment or "-", kind)
+    return int(row[0])
+
+
+def ack_alert(conn: psycopg.Connection[Any], alert: int, *, actor: str, now: datetime) -> None:
+    """An operator has seen the alert (idempotent; the first acknowledgement stays)."""
+    cur = conn.execute(
+        "UPDATE alerts SET acked_at = coalesce(acked_at, %s), acked_by = coalesce(acked_by, %s)"
+        " WHERE id = %s",
+        (now, actor, alert),
+    )
+    if cur.rowcount == 0:
+        raise NotFound(f"no alert {alert}", alert=alert)

@@ -1,0 +1,212 @@
+"""The command lifecycle: created → sent → succeeded | failed | rejected | timed_out.
+
+:data:`COMMAND_TRANSITIONS` is the one table of allowed status changes. An ack
+may overtake the ``sent`` mark (the API commits ``sent`` after publishing, ingest
+may already have the ack) and may arrive after ``timed_out`` (the cabinet was
+slow but did act: the real outcome wins). A final outcome never changes again,
+so a duplicate ack is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from smartlocker.protocol import AckOutcome, new_message_id
+
+from ..errors import NotFound
+
+__all__ = [
+    "COMMAND_TRANSITIONS",
+    "COMMAND_TTL",
+    "CommandRow",
+    "CommandStatus",
+    "create_command",
+    "expire_commands",
+    "get_command",
+    "mark_sent",
+    "outcome_status",
+    "record_outcome",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Commands are valid only briefly: a cabinet refuses them after ``expires``.
+COMMAND_TTL = timedelta(seconds=30)
+
+
+class CommandStatus(StrEnum):
+    CREATED = "created"
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+
+
+C = CommandStatus
+_FINAL_FROM_ACK = (C.SUCCEEDED, C.FAILED, C.REJECTED)
+COMMAND_TRANSITIONS: frozenset[tuple[CommandStatus, CommandStatus]] = frozenset(
+    {(C.CREATED, C.SENT), (C.CREATED, C.TIMED_OUT), (C.SENT, C.TIMED_OUT)}
+    | {(src, dst) for src in (C.CREATED, C.SENT, C.TIMED_OUT) for dst in _FINAL_FROM_ACK}
+)
+
+_OUTCOME_STATUS = {
+    AckOutcome.OPENED: C.SUCCEEDED,
+    AckOutcome.NOT_OPENED: C.FAILED,
+    AckOutcome.FAILED: C.FAILED,
+    AckOutcome.REJECTED: C.REJECTED,
+}
+
+
+def outcome_status(outcome: AckOutcome | str) -> CommandStatus:
+    return _OUTCOME_STATUS[AckOutcome(outcome)]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    id: str
+    cabinet: str
+    compartment: str
+    counter: int
+    reason: str | None
+    actor: str
+    parcel: str | None
+    purpose: str
+    status: CommandStatus
+    created_at: datetime
+    expires_at: datetime
+    outcome: str | None
+    outcome_reason: str | None
+
+
+_COLUMNS = (
+    "id, cabinet, compartment, counter, reason, actor, parcel, purpose, status,"
+    " created_at, expires_at, outcome, outcome_reason"
+)
+
+
+def _row(values: Any) -> CommandRow:
+    fields = list(values)
+    fields[8] = CommandStatus(fields[8])
+    return CommandRow(*fields)
+
+
+def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM commands WHERE id = %s",  # noqa: S608
+        (command,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no command {command}", command=command)
+    return _row(row)
+
+
+def create_command(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    compartment: str,
+    *,
+    reason: str | None,
+    actor: str,
+    now: datetime,
+    parcel: str | None = None,
+    purpose: str = "operator",
+    ttl: timedelta = COMMAND_TTL,
+) -> CommandRow:
+    """A new unlock command (status ``created``) with the cabinet's next counter."""
+    with conn.transaction():
+        found = conn.execute(
+            "SELECT 1 FROM compartments WHERE cabinet = %s AND id = %s", (cabinet, compartment)
+        ).fetchone()
+        if found is None:
+            raise NotFound(
+                f"no compartment {compartment} in cabinet {cabinet}",
+                cabinet=cabinet,
+                compartment=compartment,
+            )
+        counter = conn.execute(
+            "UPDATE cabinets SET command_counter = command_counter + 1 WHERE id = %s"
+            " RETURNING command_counter",
+            (cabinet,),
+        ).fetchone()
+        assert counter is not None
+        row = conn.execute(
+            "INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"  # noqa: S608 (constant column list)
+            " purpose, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" RETURNING {_COLUMNS}",
+            (
+                new_message_id(),
+                cabinet,
+                compartment,
+                counter[0],
+                reason,
+                actor,
+                parcel,
+                purpose,
+                now,
+                now + ttl,
+            ),
+        ).fetchone()
+    assert row is not None
+    command = _row(row)
+    logger.info(
+        "command %s created: unlock %s/%s (%s, by %s)",
+        command.id,
+        cabinet,
+        compartment,
+        purpose,
+        actor,
+    )
+    return command
+
+
+def mark_sent(conn: psycopg.Connection[Any], command: str, *, now: datetime) -> bool:
+    """created → sent; False when the command was already past ``created``."""
+    cur = conn.execute(
+        "UPDATE commands SET status = 'sent', sent_at = %s WHERE id = %s AND status = 'created'",
+        (now, command),
+    )
+    return cur.rowcount == 1
+
+
+def record_outcome(
+    conn: psycopg.Connection[Any],
+    command: str,
+    cabinet: str,
+    outcome: AckOutcome | str,
+    reason: str | None,
+    *,
+    now: datetime,
+) -> CommandRow | None:
+    """Apply an ack; returns the updated row, or None (unknown, other cabinet, or final)."""
+    status = outcome_status(outcome)
+    allowed_from = [src.value for (src, dst) in COMMAND_TRANSITIONS if dst is status]
+    row = conn.execute(
+        "UPDATE commands SET status = %s, outcome = %s, outcome_reason = %s, finished_at = %s"  # noqa: S608 (constant column list)
+        " WHERE id = %s AND cabinet = %s AND status = ANY(%s)"
+        f" RETURNING {_COLUMNS}",
+        (status.value, AckOutcome(outcome).value, reason, now, command, cabinet, allowed_from),
+    ).fetchone()
+    if row is None:
+        logger.info("ack for command %s of %s ignored (unknown or final)", command, cabinet)
+        return None
+    return _row(row)
+
+
+def expire_commands(conn: psycopg.Connection[Any], now: datetime) -> list[CommandRow]:
+    """Every created or sent command past its expiry → timed_out."""
+    rows = conn.execute(
+        "UPDATE commands SET status = 'timed_out', finished_at = %s"  # noqa: S608 (constant column list)
+        " WHERE status IN ('created', 'sent') AND expires_at <= %s"
+        f" RETURNING {_COLUMNS}",
+        (now, now),
+    ).fetchall()
+    for row in rows:
+        logger.warning("command %s to %s timed out", row[0], row[1])
+    return [_row(r) for r in rows]

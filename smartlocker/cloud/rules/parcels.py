@@ -1,0 +1,327 @@
+"""Parcel operations: what the API and the reactions call, built from the rules.
+
+Each function works in the caller's transaction and takes ``now``. State changes
+go through :func:`~.lifecycle.apply_transition` only. Codes: a reservation's
+deposit code is returned to the caller once (the courier, or the customer who
+sends a parcel); a pickup code issued at deposit goes to the notification
+outbox (``notifications``), the only place a clear code exists until it is
+delivered (:func:`take_notifications` / :func:`mark_notification_sent` blank it).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from ..errors import NotFound, ValidationFailed
+from ..keys import CloudKeys
+from .allocation import allocate
+from .codes import issue_code, revoke_codes
+from .fees import compute_fee, load_fee_policy
+from .lifecycle import ParcelState, Transition, apply_transition, occupancy_of
+
+__all__ = [
+    "Deposit",
+    "Notification",
+    "Reservation",
+    "cancel_parcel",
+    "expire_overdue",
+    "extend_deadline",
+    "mark_notification_sent",
+    "record_deposit",
+    "record_pickup",
+    "record_return",
+    "resend_pickup_code",
+    "reserve_parcel",
+    "take_notifications",
+]
+
+logger = logging.getLogger(__name__)
+
+DIRECTIONS = ("inbound", "outbound")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    parcel: str
+    site: str
+    cabinet: str
+    compartment: str
+    size: str
+    #: The clear deposit code, returned once; only its hash is stored.
+    deposit_code: str
+    deposit_code_valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    transition: Transition
+    deadline: datetime
+    notification: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    parcel: str
+    kind: str
+    recipient: str | None
+    code: str | None
+
+
+def reserve_parcel(
+    conn: psycopg.Connection[Any],
+    keys: CloudKeys,
+    *,
+    size: str,
+    actor: str,
+    now: datetime,
+    site: str | None = None,
+    cabinet: str | None = None,
+    temperature: bool = False,
+    direction: str = "inbound",
+    recipient: str | None = None,
+    reference: str | None = None,
+    deadline: datetime | None = None,
+    parcel: str | None = None,
+) -> Reservation:
+    """Allocate a compartment and reserve it; raises ``NoCompartmentAvailable``."""
+    if direction not in DIRECTIONS:
+        raise ValidationFailed(f"direction must be inbound or outbound, not {direction!r}")
+    if deadline is not None and deadline <= now:
+        raise ValidationFailed("the deadline is in the past", deadline=deadline.isoformat())
+    parcel = parcel or uuid.uuid4().hex
+    with conn.transaction():
+        spot = allocate(conn, size=size, site=site, cabinet=cabinet, temperature=temperature)
+        hours_row = conn.execute(
+            "SELECT reservation_hours FROM sites WHERE id = %s", (spot.site,)
+        ).fetchone()
+        assert hours_row is not None
+        conn.execute(
+            "INSERT INTO parcels (id, site, cabinet, compartment, direction, size,"
+            " needs_temperature, state, reference, recipient, deadline, reserved_at, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s, %s)",
+            (
+                parcel,
+                spot.site,
+                spot.cabinet,
+                spot.compartment,
+                direction,
+                size,
+                temperature,
+                reference,
+                recipient,
+                deadline,
+                now,
+                actor,
+            ),
+        )
+        conn.execute(
+            "UPDATE compartments SET occupancy = %s WHERE cabinet = %s AND id = %s",
+            (occupancy_of(ParcelState.RESERVED), spot.cabinet, spot.compartment),
+        )
+        conn.execute(
+            "INSERT INTO parcel_history (parcel, at, from_state, to_state, actor, cause)"
+            " VALUES (%s, %s, NULL, 'reserved', %s, 'reservation')",
+            (parcel, now, actor),
+        )
+        valid_until = now + timedelta(hours=hours_row[0])
+        if deadline is not None:
+            valid_until = min(valid_until, deadline)
+        code = issue_code(conn, keys, parcel, "deposit", valid_until=valid_until, now=now)
+    logger.info("parcel %s reserved in %s/%s", parcel, spot.cabinet, spot.compartment)
+    return Reservation(
+        parcel, spot.site, spot.cabinet, spot.compartment, spot.size, code, valid_until
+    )
+
+
+def record_deposit(
+    conn: psycopg.Connection[Any],
+    keys: CloudKeys,
+    parcel: str,
+    *,
+    now: datetime,
+    actor: str,
+    cause: str | None = None,
+) -> Deposit:
+    """reserved → deposited; sets the deadline, issues the pickup code into the outbox."""
+    with conn.transaction():
+        transition = apply_transition(
+            conn, parcel, ParcelState.DEPOSITED, now=now, actor=actor, cause=cause
+        )
+        row = conn.execute(
+            "SELECT p.deadline, s.hold_hours, p.recipient FROM parcels p"
+            " JOIN sites s ON s.id = p.site WHERE p.id = %s",
+            (parcel,),
+        ).fetchone()
+        assert row is not None
+        deadline: datetime = (
+            row[0] if row[0] is not None and row[0] > now else now + timedelta(hours=row[1])
+        )
+        conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
+        code = issue_code(conn, keys, parcel, "pickup", valid_until=deadline, now=now)
+        note = _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+    return Deposit(transition, deadline, note)
+
+
+def record_pickup(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    *,
+    now: datetime,
+    actor: str,
+    cause: str | None = None,
+) -> Transition:
+    """deposited → picked_up; frees the compartment, uses the code, records the fee."""
+    with conn.transaction():
+        transition = apply_transition(
+            conn, parcel, ParcelState.PICKED_UP, now=now, actor=actor, cause=cause
+        )
+        _record_fee(conn, parcel, now)
+    return transition
+
+
+def record_return(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    *,
+    now: datetime,
+    actor: str,
+    cause: str | None = None,
+) -> Transition:
+    """expired → returned (taken back by the courier); frees the compartment."""
+    with conn.transaction():
+        transition = apply_transition(
+            conn, parcel, ParcelState.RETURNED, now=now, actor=actor, cause=cause
+        )
+        _record_fee(conn, parcel, now)
+    return transition
+
+
+def cancel_parcel(
+    conn: psycopg.Connection[Any], parcel: str, *, now: datetime, actor: str
+) -> Transition:
+    """reserved → cancelled; frees the compartment and revokes the deposit code."""
+    return apply_transition(
+        conn, parcel, ParcelState.CANCELLED, now=now, actor=actor, cause="cancel"
+    )
+
+
+def expire_overdue(conn: psycopg.Connection[Any], now: datetime) -> list[Transition]:
+    """Every deposited parcel past its deadline → expired (pickup code revoked)."""
+    done: list[Transition] = []
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id FROM parcels WHERE state = 'deposited' AND deadline <= %s"
+            " ORDER BY deadline FOR UPDATE SKIP LOCKED",
+            (now,),
+        ).fetchall()
+        for (parcel,) in rows:
+            done.append(
+                apply_transition(
+                    conn, parcel, ParcelState.EXPIRED, now=now, actor="system", cause="deadline"
+                )
+            )
+    return done
+
+
+def extend_deadline(
+    conn: psycopg.Connection[Any], parcel: str, deadline: datetime, *, now: datetime, actor: str
+) -> None:
+    """A later pickup deadline for a reserved or deposited parcel (codes follow)."""
+    if deadline <= now:
+        raise ValidationFailed("the new deadline is in the past")
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no parcel {parcel}", parcel=parcel)
+        if row[0] not in ("reserved", "deposited"):
+            raise ValidationFailed(f"a {row[0]} parcel has no deadline to extend")
+        conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
+        conn.execute(
+            "UPDATE codes SET valid_until = %s WHERE parcel = %s AND kind = 'pickup'"
+            " AND used_at IS NULL AND revoked_at IS NULL",
+            (deadline, parcel),
+        )
+        conn.execute(
+            "INSERT INTO parcel_history (parcel, at, from_state, to_state, actor, cause, detail)"
+            " VALUES (%s, %s, %s, %s, %s, 'extend', jsonb_build_object('deadline', %s::text))",
+            (parcel, now, row[0], row[0], actor, deadline.isoformat()),
+        )
+
+
+def resend_pickup_code(
+    conn: psycopg.Connection[Any], keys: CloudKeys, parcel: str, *, now: datetime, actor: str
+) -> int:
+    """A fresh pickup code (the old one is revoked) into the outbox; returns its row id."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state, deadline, recipient FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no parcel {parcel}", parcel=parcel)
+        if row[0] != "deposited":
+            raise ValidationFailed(f"a {row[0]} parcel has no pickup code")
+        code = issue_code(conn, keys, parcel, "pickup", valid_until=row[1], now=now)
+        logger.info("pickup code of %s re-issued by %s", parcel, actor)
+        return _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+
+
+def take_notifications(conn: psycopg.Connection[Any], limit: int = 100) -> list[Notification]:
+    """Pending notifications (locked for this transaction; other senders skip them)."""
+    rows = conn.execute(
+        "SELECT id, parcel, kind, recipient, code FROM notifications WHERE sent_at IS NULL"
+        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
+    ).fetchall()
+    return [Notification(*row) for row in rows]
+
+
+def mark_notification_sent(conn: psycopg.Connection[Any], note: int, *, now: datetime) -> None:
+    """Delivered: blank the clear code."""
+    conn.execute(
+        "UPDATE notifications SET sent_at = %s, code = NULL, attempts = attempts + 1 WHERE id = %s",
+        (now, note),
+    )
+
+
+def revoke_parcel_codes(
+    conn: psycopg.Connection[Any], parcel: str, *, now: datetime, reason: str
+) -> int:
+    return revoke_codes(conn, parcel, now=now, reason=reason)
+
+
+def _enqueue(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    kind: str,
+    recipient: str | None,
+    code: str,
+    now: datetime,
+) -> int:
+    row = conn.execute(
+        "INSERT INTO notifications (parcel, kind, recipient, code, created_at)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (parcel, kind, recipient, code, now),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _record_fee(conn: psycopg.Connection[Any], parcel: str, now: datetime) -> None:
+    row = conn.execute("SELECT site, deposited_at FROM parcels WHERE id = %s", (parcel,)).fetchone()
+    if row is None or row[1] is None:
+        return
+    policy = load_fee_policy(conn, row[0])
+    fee = compute_fee(policy, row[1], now)
+    conn.execute(
+        "UPDATE parcels SET fee = %s, fee_currency = %s WHERE id = %s",
+        (fee, policy.currency, parcel),
+    )

@@ -1,0 +1,74 @@
+"""Presence: online/offline from birth, last will, traffic and silence.
+
+Anti-flap: a cabinet goes offline only on its last will or when the caller
+(ingest, which owns the timing) reports silence; any message marks it seen and,
+if it was offline, online again. A status older than the last change is stale
+(a retained message replayed on reconnect) and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from .alerts import AlertKind, clear_alert, raise_alert
+
+__all__ = ["mark_offline", "mark_online", "touch"]
+
+logger = logging.getLogger(__name__)
+
+
+def touch(conn: psycopg.Connection[Any], cabinet: str, *, at: datetime, now: datetime) -> bool:
+    """Traffic from ``cabinet`` seen at ``at``; brings it online. Returns whether it exists."""
+    row = conn.execute(
+        "UPDATE cabinets SET last_seen = greatest(last_seen, %s) WHERE id = %s RETURNING online",
+        (at, cabinet),
+    ).fetchone()
+    if row is None:
+        return False
+    if not row[0]:
+        mark_online(conn, cabinet, at=at, now=now)
+    return True
+
+
+def mark_online(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    *,
+    at: datetime,
+    now: datetime,
+    agent_version: str | None = None,
+) -> bool:
+    """Online as of ``at``; clears the offline alert. False if stale or unknown."""
+    row = conn.execute(
+        "UPDATE cabinets SET online = true, online_changed_at = %(at)s,"
+        " last_seen = greatest(last_seen, %(at)s),"
+        " agent_version = coalesce(%(version)s, agent_version)"
+        " WHERE id = %(cabinet)s AND (online_changed_at IS NULL OR online_changed_at <= %(at)s)"
+        " RETURNING id",
+        {"at": at, "cabinet": cabinet, "version": agent_version},
+    ).fetchone()
+    if row is None:
+        return False
+    clear_alert(conn, cabinet, AlertKind.OFFLINE, now=now)
+    return True
+
+
+def mark_offline(
+    conn: psycopg.Connection[Any], cabinet: str, *, at: datetime, now: datetime, why: str
+) -> bool:
+    """Offline as of ``at``; raises the offline alert. False if stale, unknown or already."""
+    row = conn.execute(
+        "UPDATE cabinets SET online = false, online_changed_at = %(at)s"
+        " WHERE id = %(cabinet)s AND online"
+        " AND (online_changed_at IS NULL OR online_changed_at <= %(at)s) RETURNING id",
+        {"at": at, "cabinet": cabinet},
+    ).fetchone()
+    if row is None:
+        return False
+    logger.warning("cabinet %s offline: %s", cabinet, why)
+    raise_alert(conn, cabinet, AlertKind.OFFLINE, now=now, detail=why)
+    return True

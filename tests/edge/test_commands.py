@@ -1,0 +1,188 @@
+"""Signed unlock commands end to end: real Mosquitto, the real agent, mock pins."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from smartlocker.protocol import Channel, generate_private_key
+from tests.edge.conftest import DOOR_PINS, lock_pulses, lock_rises
+
+
+def open_door(factory, compartment: str) -> None:
+    factory.pin(DOOR_PINS[compartment]).drive_high()
+
+
+def close_door(factory, compartment: str) -> None:
+    factory.pin(DOOR_PINS[compartment]).drive_low()
+
+
+@pytest.fixture
+def rig(mqtt_broker, make_config, agents, make_cloud, mock_factory):
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(make_config(mqtt_broker.url))
+    cloud.wait_event("boot")
+    cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+    return cloud, agent, mock_factory
+
+
+def test_unlock_pulses_once_and_acks_opened(rig) -> None:
+    cloud, _agent, factory = rig
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
+    assert unlocked.source == "command"
+    assert unlocked.pulse_ms == 40
+    deadline = time.monotonic() + 5
+    while lock_rises(factory, "a1") < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    open_door(factory, "a1")
+    (ack,) = cloud.wait_ack(command.id)
+    assert ack.outcome == "opened"
+    (opened,) = cloud.wait_event("door_opened", compartment="a1")
+    assert opened.granted is True
+    close_door(factory, "a1")
+    cloud.wait_event("door_closed", compartment="a1")
+    assert lock_rises(factory, "a1") == 1
+    assert all(d <= 0.060 + 0.05 for d in lock_pulses(factory, "a1"))
+
+
+def test_unlock_not_opened_in_time_is_reported(rig) -> None:
+    cloud, _agent, factory = rig
+    command = cloud.unlock_command("a2")
+    cloud.send(command)
+    (ack,) = cloud.wait_ack(command.id, timeout=10)
+    assert ack.outcome == "not_opened"
+    (alarm,) = cloud.wait_event("alarm", kind="unlock_failed", compartment="a2")
+    assert alarm.active is True
+    assert lock_rises(factory, "a2") == 1
+
+
+def test_duplicate_delivery_pulses_once_and_repeats_the_stored_ack(rig) -> None:
+    cloud, _agent, factory = rig
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    cloud.wait_event("unlocked", command_id=command.id)
+    open_door(factory, "a1")
+    cloud.wait_ack(command.id)
+    cloud.send(command)
+    acks = cloud.wait_ack(command.id, count=2)
+    assert [a.outcome for a in acks] == ["opened", "opened"]
+    assert acks[0].id == acks[1].id  # the stored ack itself, not a new one
+    assert lock_rises(factory, "a1") == 1
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ("forged", "bad_signature"),
+        ("tampered", "bad_signature"),
+        ("wrong_cabinet", "wrong_cabinet"),
+        ("expired", "expired"),
+        ("future", "expired"),
+        ("retained", "retained"),
+        ("unknown_compartment", "unknown_compartment"),
+    ],
+)
+def test_bad_commands_never_pulse(rig, variant, reason, caplog) -> None:
+    cloud, _agent, factory = rig
+    caplog.set_level(logging.WARNING, logger="smartlocker.edge_agent")
+    now = datetime.now(UTC)
+    retain = False
+    if variant == "forged":
+        command = cloud.unlock_command("a1", key=generate_private_key())
+    elif variant == "tampered":
+        signed = cloud.unlock_command("a1")
+        command = signed.model_copy(update={"compartment": "a2"})
+    elif variant == "wrong_cabinet":
+        command = cloud.unlock_command("a1", cabinet="cab-b")
+    elif variant == "expired":
+        command = cloud.unlock_command("a1", ts=now - timedelta(minutes=5), expires_in=60)
+    elif variant == "future":
+        command = cloud.unlock_command("a1", ts=now + timedelta(hours=1), expires_in=60)
+    elif variant == "retained":
+        command = cloud.unlock_command("a1")
+        retain = True
+    else:
+        command = cloud.unlock_command("zz9")
+    cloud.send(command, retain=retain)
+    (ack,) = cloud.wait_ack(command.id)
+    if retain:  # clear it from the broker again
+        cloud.publish(Channel.COMMANDS, b"", retain=True)
+    assert ack.outcome == "rejected"
+    assert ack.reason == reason
+    assert any(reason in r.getMessage() for r in caplog.records)
+    # A valid command afterwards still works: the agent is alive and nothing pulsed before.
+    assert sum(lock_rises(factory, c) for c in ("a1", "a2", "a3")) == 0
+    good = cloud.unlock_command("a3")
+    cloud.send(good)
+    cloud.wait_event("unlocked", command_id=good.id)
+    assert lock_rises(factory, "a1") == 0
+    assert lock_rises(factory, "a2") == 0
+
+
+def test_replayed_commands_are_rejected_also_after_restart(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+) -> None:
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    config = make_config(mqtt_broker.url)
+    agent = agents(config)
+    cloud.wait_event("boot")
+    first = cloud.unlock_command("a1", counter=10)
+    cloud.send(first)
+    cloud.wait_ack(first.id, timeout=10)
+    # Same counter, new id: a replay of an old counter.
+    older = cloud.unlock_command("a1", counter=10)
+    cloud.send(older)
+    (ack,) = cloud.wait_ack(older.id)
+    assert (ack.outcome, ack.reason) == ("rejected", "replayed")
+    agent.stop("restart")
+    agents(config)
+    cloud.wait_event("boot", count=2)
+    again = cloud.unlock_command("a1", counter=9)
+    cloud.send(again)
+    (ack,) = cloud.wait_ack(again.id)
+    assert (ack.outcome, ack.reason) == ("rejected", "replayed")
+    # The executed one delivered again after the restart: its stored ack, no pulse.
+    cloud.send(first)
+    acks = cloud.wait_ack(first.id, count=2)
+    assert acks[-1].outcome == acks[0].outcome
+    assert lock_rises(mock_factory, "a1") == 1
+
+
+MALFORMED = [
+    b"",
+    b"null",
+    b"{",
+    b"[]",
+    b'{"v": 2}',
+    b"\xff\xfe\x00",
+    b'{"v":1,"id":"x1","type":"unlock","cabinet":"cab-a","compartment":"a1"}',
+    b'{"v":1,"id":"r1","type":"receipt","cabinet":"cab-a","upto_seq":-1,"ts":"2020"}',
+    b'{"v":1,"id":"d1","type":"desired","cabinet":"cab-a","version":"1"}',
+    b"9" * 5000,
+    b'{"a":' * 5000,
+    b'{"v":1,"id":"r2","type":"receipt","cabinet":"cab-b","upto_seq":99999,'
+    b'"ts":"2024-01-01T00:00:00Z"}',
+]
+
+
+def test_malformed_payloads_on_every_subscribed_topic_never_crash(rig) -> None:
+    cloud, agent, factory = rig
+    for channel in (Channel.COMMANDS, Channel.DESIRED, Channel.RECEIPTS):
+        for payload in MALFORMED:
+            cloud.publish(channel, payload)
+    # The readable id of a malformed command gets a rejected ack.
+    (ack,) = cloud.wait_ack("x1")
+    assert (ack.outcome, ack.reason) == ("rejected", "malformed")
+    good = cloud.unlock_command("a1")
+    cloud.send(good)
+    cloud.wait_event("unlocked", command_id=good.id)
+    assert agent._worker is not None
+    assert agent._worker.is_alive()
+    assert lock_rises(factory, "a1") == 1
+    # A foreign receipt with a huge seq dropped nothing: the outbox still has its events.
+    assert cloud.gaps == []
