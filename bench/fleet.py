@@ -101,7 +101,11 @@ def main() -> None:
             finally:
                 for proc in (fleet, baseline):
                     proc.terminate()
-                    proc.wait(30)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:  # never leave a fleet running
+                        proc.kill()
+                        proc.wait()
                 sub.loop_stop()
                 sub.disconnect()
 
