@@ -19,6 +19,7 @@ __all__ = ["main"]
 #: name → "module:attribute" of each subcommand (a click command or group).
 SUBCOMMANDS: dict[str, str] = {
     "apikey": "smartlocker.cli.apikey_cmd:apikey",
+    "bench": "smartlocker.cli.bench_cmd:bench",
     "cloud": "smartlocker.cli.cloud_cmd:cloud",
     "db": "smartlocker.cli.db_cmd:db",
     "edge": "smartlocker.cli.edge_cmd:edge",

@@ -9,7 +9,10 @@ from typing import Any
 
 import click
 
-from smartlocker.cloud.api.config import DEFAULT_BIND
+# Nothing of smartlocker.cloud.api is imported here: prometheus-client decides at its
+# import whether it runs in multiprocess mode, so PROMETHEUS_MULTIPROC_DIR must be set
+# before (see the command below).
+DEFAULT_BIND = "127.0.0.1:8080"
 
 __all__ = ["api"]
 
@@ -51,6 +54,10 @@ def api(
             self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("preload_app", False)  # each worker builds its app after the fork
             self.cfg.set("child_exit", _child_exit)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 25.1 opens a control socket in $HOME by default; two
+                # servers on one machine would fight over it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             from smartlocker.cloud.api import create_app

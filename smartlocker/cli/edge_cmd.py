@@ -25,10 +25,9 @@ def edge() -> None:
 )
 def run(config_path: Path) -> None:
     """Run the agent until SIGTERM or SIGINT (locks de-energised on the way out)."""
-    from smartlocker.edge_agent import Agent, ConfigError, load_config, run_until_signal
+    from smartlocker.edge_agent import Agent, EdgeError, load_config, run_until_signal
 
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
+        run_until_signal(Agent(load_config(config_path)))
+    except EdgeError as exc:
         raise click.ClickException(str(exc)) from None
-    run_until_signal(Agent(config))

@@ -60,6 +60,7 @@ __all__ = [
     "build_desired_state",
     "create_unlock_command",
     "expire_commands",
+    "prune_desired_states",
     "publish_desired",
     "publish_effects",
     "send_command",
@@ -127,7 +128,7 @@ def build_desired_state(
     """
     with conn.transaction():
         row = conn.execute(
-            "SELECT desired_version FROM cabinets WHERE id = %s FOR UPDATE", (cabinet,)
+            "SELECT desired_version FROM cabinets WHERE id = %s FOR NO KEY UPDATE", (cabinet,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no cabinet {cabinet}", cabinet=cabinet)
@@ -166,6 +167,16 @@ def build_desired_state(
     )
 
 
+def prune_desired_states(conn: psycopg.Connection[Any], keep: int = 20) -> int:
+    """Delete all but the newest ``keep`` desired-state versions of each cabinet."""
+    cur = conn.execute(
+        "DELETE FROM desired_states d USING cabinets k"
+        " WHERE d.cabinet = k.id AND d.version <= k.desired_version - %s",
+        (keep,),
+    )
+    return cur.rowcount
+
+
 def publish_desired(
     conn: psycopg.Connection[Any],
     publisher: Publisher,
@@ -188,15 +199,24 @@ def publish_effects(
     conn: psycopg.Connection[Any],
     publisher: Publisher,
     signing_key: Ed25519PrivateKey,
-    effects: _HasDesiredChanged,
+    effects: _HasDesiredChanged | Iterable[_HasDesiredChanged | None],
     *,
     topics: TopicScheme = _DEFAULT_TOPICS,
     now: datetime | None = None,
 ) -> list[DesiredState]:
-    """After the commit: republish the desired state of every cabinet the effects name."""
+    """After the commit: republish the desired state of every cabinet the effects name.
+
+    Takes one ``Effects`` or several (``None`` entries, from rules that react to
+    nothing, are skipped).
+    """
+    items = [effects] if hasattr(effects, "desired_changed") else effects
+    cabinets: set[str] = set()
+    for item in items:
+        if item is not None:
+            cabinets.update(item.desired_changed)
     return [
         publish_desired(conn, publisher, signing_key, cabinet, topics=topics, now=now)
-        for cabinet in sorted(set(effects.desired_changed))
+        for cabinet in sorted(cabinets)
     ]
 
 

@@ -25,7 +25,8 @@ here raises for a cabinet's input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,16 +48,28 @@ from smartlocker.protocol import (
     UnlockSource,
 )
 
-from .downlink import expire_commands
-from .errors import CloudError
-from .keys import CloudKeys
+from .downlink import expire_commands, prune_desired_states
+from .errors import CloudError, InvalidTransition
+from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
+from .rules.notifications import send_reminders
 from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
 from .rules.presence import mark_offline, mark_online, touch
 
-__all__ = ["Effects", "Reactions"]
+__all__ = [
+    "Effects",
+    "Reactions",
+    "configure",
+    "on_ack",
+    "on_events",
+    "on_reported",
+    "on_silence",
+    "on_status",
+    "on_telemetry",
+    "on_tick",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +96,15 @@ class Effects:
         self.notifications += other.notifications
         return self
 
+    @classmethod
+    def combine(cls, items: Iterable[Effects | None]) -> Effects:
+        """One :class:`Effects` from several (``None`` entries are skipped)."""
+        total = cls()
+        for item in items:
+            if item is not None:
+                total.merge(item)
+        return total
+
     def __bool__(self) -> bool:
         return bool(
             self.desired_changed
@@ -97,6 +119,10 @@ _PURPOSE_OF_SOURCE = {
     UnlockSource.DEPOSIT_CODE: "deposit",
     UnlockSource.PICKUP_CODE: "pickup",
 }
+
+
+#: The event types that change state here (the rest need no savepoint at all).
+_MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
 
 
 class Reactions:
@@ -116,11 +142,11 @@ class Reactions:
         for event in events:
             cabinet = event.cabinet
             if cabinet not in known:
-                known[cabinet] = touch(conn, cabinet, at=min(event.ts, now), now=now)
+                known[cabinet] = touch(conn, cabinet, now=now)
                 if not known[cabinet]:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
-            if not known[cabinet]:
-                continue
+            if not known[cabinet] or not isinstance(event, _MEANINGFUL):
+                continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
             try:
                 with conn.transaction():
                     self._on_event(conn, event, now, effects)
@@ -150,7 +176,6 @@ class Reactions:
             )
         elif isinstance(event, Alarm):
             self._alarm(conn, event, now, effects)
-        # boot, shutdown, code_rejected: stored by ingest; nothing to decide here.
 
     def _set_grant(
         self,
@@ -195,7 +220,7 @@ class Reactions:
     ) -> None:
         row = conn.execute(
             "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
-            " WHERE cabinet = %s AND id = %s FOR UPDATE",
+            " WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
             (event.cabinet, event.compartment),
         ).fetchone()
         conn.execute(
@@ -228,19 +253,27 @@ class Reactions:
             return
         cause = f"event {event.cabinet}#{event.seq}"
         actor = f"cabinet:{event.cabinet}"
-        if kind == "deposit":
-            deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
-            effects.transitions.append(deposit.transition)
-            effects.notifications.append(deposit.notification)
-        elif kind == "pickup":
-            effects.transitions.append(
-                record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
+        try:
+            if kind == "deposit":
+                deposit = record_deposit(conn, self.keys, parcel, now=at, actor=actor, cause=cause)
+                effects.transitions.append(deposit.transition)
+                if deposit.notification is not None:
+                    effects.notifications.append(deposit.notification)
+            elif kind == "pickup":
+                effects.transitions.append(
+                    record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
+                )
+            elif kind == "return":
+                effects.transitions.append(
+                    record_return(conn, parcel, now=at, actor=actor, cause=cause)
+                )
+            else:
+                return
+        except InvalidTransition as exc:
+            # The door state above stays recorded; only the parcel does not move.
+            logger.warning(
+                "%s/%s closed after a %s grant: %s", event.cabinet, event.compartment, kind, exc
             )
-        elif kind == "return":
-            effects.transitions.append(
-                record_return(conn, parcel, now=at, actor=actor, cause=cause)
-            )
-        else:
             return
         effects.desired_changed.add(event.cabinet)
 
@@ -274,7 +307,7 @@ class Reactions:
     def on_ack(self, conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
         """Move the command to its outcome; alerts for a door that did not open."""
         effects = Effects()
-        touch(conn, ack.cabinet, at=min(ack.ts, now), now=now)
+        touch(conn, ack.cabinet, now=now)
         row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
         if row is None:
             return effects
@@ -320,7 +353,7 @@ class Reactions:
         self, conn: psycopg.Connection[Any], reported: Reported, now: datetime
     ) -> Effects:
         """Record the applied desired version and the doors' snapshot."""
-        if not touch(conn, reported.cabinet, at=min(reported.ts, now), now=now):
+        if not touch(conn, reported.cabinet, now=now):
             logger.warning("reported from unknown cabinet %s ignored", reported.cabinet)
             return Effects()
         conn.execute(
@@ -347,7 +380,7 @@ class Reactions:
         effects = Effects()
         for reading in readings:
             at = min(reading.ts, now)
-            if not touch(conn, reading.cabinet, at=at, now=now):
+            if not touch(conn, reading.cabinet, now=now):
                 continue
             for compartment, celsius in reading.compartment_temps.items():
                 row = conn.execute(
@@ -396,12 +429,16 @@ class Reactions:
         """Periodic sweep (ingest's timer, e.g. every few seconds): deadlines and expiries.
 
         Deposited parcels past their deadline → expired (pickup code revoked);
-        commands past their expiry → timed_out (with a ``command_failed`` alert).
+        recipients whose deadline is near are reminded;
+        commands past their expiry → timed_out (with a ``command_failed`` alert);
+        old desired-state versions pruned (the newest 20 per cabinet stay).
         """
         effects = Effects()
         for transition in expire_overdue(conn, now):
             effects.transitions.append(transition)
             effects.desired_changed.add(transition.cabinet)
+        prune_desired_states(conn)
+        send_reminders(conn, now)
         for command in expire_commands(conn, now):
             alert = self._open_alert(
                 conn, command.cabinet, AlertKind.COMMAND_FAILED, command.compartment
@@ -422,3 +459,61 @@ class Reactions:
             (cabinet, kind.value, compartment),
         ).fetchone()
         return [int(row[0])] if row else []
+
+
+# --- the module as the seam object ------------------------------------------------------
+#
+# docs/cloud-internals.md names module-level functions; ingest may pass this module
+# itself as its rules object. They delegate to one Reactions, set by configure() at
+# start-up or, failing that, built on first use from SMARTLOCKER_SIGNING_KEY.
+
+_default: Reactions | None = None
+_default_lock = threading.Lock()
+
+
+def configure(keys: CloudKeys) -> Reactions:
+    """Set the keys the module-level functions use (call once at start-up)."""
+    global _default
+    with _default_lock:
+        _default = Reactions(keys)
+        return _default
+
+
+def _rules() -> Reactions:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Reactions(load_keys())
+        return _default
+
+
+def on_events(conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime) -> Effects:
+    return _rules().on_events(conn, events, now)
+
+
+def on_ack(conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
+    return _rules().on_ack(conn, ack, now)
+
+
+def on_status(conn: psycopg.Connection[Any], status: Status, now: datetime) -> Effects:
+    return _rules().on_status(conn, status, now)
+
+
+def on_reported(conn: psycopg.Connection[Any], reported: Reported, now: datetime) -> Effects:
+    return _rules().on_reported(conn, reported, now)
+
+
+def on_telemetry(
+    conn: psycopg.Connection[Any], readings: Sequence[Telemetry], now: datetime
+) -> Effects:
+    return _rules().on_telemetry(conn, readings, now)
+
+
+def on_silence(
+    conn: psycopg.Connection[Any], cabinet: str, last_seen: datetime, now: datetime
+) -> Effects:
+    return _rules().on_silence(conn, cabinet, last_seen, now)
+
+
+def on_tick(conn: psycopg.Connection[Any], now: datetime) -> Effects:
+    return _rules().on_tick(conn, now)

@@ -15,10 +15,11 @@ import threading
 from types import FrameType
 from typing import Any
 
-from smartlocker.protocol import Channel, load_public_key
+from smartlocker.protocol import Channel, ProtocolError, load_public_key
 
 from .cabinet import Cabinet, Clock
 from .config import AgentConfig
+from .errors import ConfigError
 from .kiosk import KioskServer
 from .link import Delivery, Link
 from .store import Store
@@ -63,6 +64,10 @@ class Agent:
         if self.link is not None:
             self.link.send_unstored_ack(payload)
 
+    def _online(self) -> bool:
+        link = self.link
+        return link is not None and link.connected
+
     # -- life cycle ------------------------------------------------------------------
 
     def start(self) -> None:
@@ -70,7 +75,10 @@ class Agent:
             from .hardware import default_pin_factory
 
             self._pin_factory = default_pin_factory()
-        public_key = load_public_key(self.config.cloud_public_key)
+        try:
+            public_key = load_public_key(self.config.cloud_public_key)
+        except (OSError, ProtocolError) as exc:
+            raise ConfigError(f"cloud_public_key {self.config.cloud_public_key}: {exc}") from None
         self.store = Store(self.config.database_path)
         try:
             self.cabinet = Cabinet(
@@ -84,7 +92,9 @@ class Agent:
             self.cabinet.open()
             self.link = Link(self.config, self.cabinet, deliver=self._inbox.put)
             if self._with_kiosk:
-                self.kiosk = KioskServer(self.config.kiosk_address, self.cabinet)
+                self.kiosk = KioskServer(
+                    self.config.kiosk_address, self.cabinet, online=self._online
+                )
                 self.kiosk.start()
             self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
             self._worker.start()

@@ -32,6 +32,7 @@ from smartlocker.protocol import (
     CodeRejected,
     CodeRejectReason,
     CompartmentReport,
+    DesiredState,
     DoorClosed,
     DoorOpened,
     DoorState,
@@ -135,6 +136,8 @@ class Cabinet:
         self.sensors: dict[str, DoorSensor] = {}
         self.desired = DesiredView.empty()
         self.reported_dirty = True
+        #: The highest ``seq`` published by this process (set by the link).
+        self.published_upto = 0
         self._started_at = self.clock.monotonic()
         self._next_telemetry = self._started_at
         self._throttle_reported: dict[str, float] = {}
@@ -197,14 +200,14 @@ class Cabinet:
         except ProtocolError as exc:
             logger.error("stored desired state no longer verifies (%s); starting empty", exc)
             return
-        if hasattr(state, "codes"):
-            self.desired = DesiredView.of(state)  # type: ignore[arg-type]
+        if isinstance(state, DesiredState) and state.cabinet == self.config.cabinet:
+            self.desired = DesiredView.of(state)
 
     # -- events -------------------------------------------------------------------
 
     def _emit(self, model: type[BaseModel], **fields: Any) -> BaseModel:
         def build(seq: int) -> tuple[BaseModel, bytes]:
-            message = model(cabinet=self.config.cabinet, seq=seq, **fields)
+            message = model(cabinet=self.config.cabinet, seq=seq, ts=self.clock.now(), **fields)
             return message, encode(message)
 
         message = self.store.append_event(build)
@@ -322,6 +325,9 @@ class Cabinet:
     def handle_command(self, payload: bytes, *, retained: bool = False) -> None:
         """One delivery on ``commands``: verify everything, then at most one pulse."""
         with self.mutex:
+            if not self._open:
+                logger.warning("command ignored: the agent is stopping")
+                return
             now = self.clock.now()
             verdict = verify_command(
                 payload,
@@ -410,6 +416,8 @@ class Cabinet:
                 return
             self.store.save_desired(state.version, bytes(payload))
             self.desired = DesiredView.of(state)
+            # A used code stays used while it is granted; once revoked it can be forgotten.
+            self.store.forget_used_codes(set(self.desired.codes))
             logger.info(
                 "desired state version %d applied (%d codes)", state.version, len(state.codes)
             )
@@ -427,7 +435,8 @@ class Cabinet:
             if receipt.cabinet != self.config.cabinet:
                 logger.warning("receipt for cabinet %r ignored", receipt.cabinet)
                 return
-            upto = min(receipt.upto_seq, self.store.last_seq)
+            # Never drop what was not sent yet (a stale or foreign receipt, a wiped database).
+            upto = min(receipt.upto_seq, self.published_upto)
             dropped = self.store.receipt(upto)
             logger.debug("receipt up to %d: %d events dropped", upto, dropped)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,8 @@ class Lock:
         self._timer: threading.Timer | None = None
         self._deadline: float | None = None
         self._closed = False
+        #: The lengths (ms) of the most recent pulses, as timed (never above the limit).
+        self.recent_pulses: deque[int] = deque(maxlen=1000)
         try:
             self._device = DigitalOutputDevice(
                 config.lock_pin,
@@ -83,6 +86,7 @@ class Lock:
                 self._off_locked()
                 raise HardwareError(f"lock of {self.compartment}: {exc}") from exc
             timer.start()
+            self.recent_pulses.append(length)
         logger.info("lock %s pulsed for %d ms", self.compartment, length)
         return length
 

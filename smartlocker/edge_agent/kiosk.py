@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
 from .cabinet import Cabinet, CodeResult
+from .errors import ConfigError
 
 __all__ = ["KioskServer"]
 
@@ -41,6 +43,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     cabinet: Cabinet
     page: bytes
+    online: Callable[[], bool]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
         elif self.path == "/kiosk/status":
-            self._json(HTTPStatus.OK, {"cabinet": self.server.cabinet.config.cabinet})
+            status = {"cabinet": self.server.cabinet.config.cabinet, "online": self.server.online()}
+            self._json(HTTPStatus.OK, status)
         else:
             self._json(HTTPStatus.NOT_FOUND, {"ok": False, "reason": "not_found"})
 
@@ -106,10 +110,22 @@ def _result_json(result: CodeResult) -> dict[str, Any]:
 class KioskServer:
     """The kiosk's HTTP server on its own thread."""
 
-    def __init__(self, address: tuple[str, int], cabinet: Cabinet) -> None:
-        self._server = _Server(address, _Handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        cabinet: Cabinet,
+        *,
+        online: Callable[[], bool] = lambda: False,
+    ) -> None:
+        try:
+            self._server = _Server(address, _Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"kiosk_bind {address[0]}:{address[1]}: {exc.strerror or exc}"
+            ) from None
         self._server.cabinet = cabinet
         self._server.page = _page()
+        self._server.online = online
         self._thread: threading.Thread | None = None
 
     @property

@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 Delivery = tuple[Any, ...]
 
 
+def _no_op(*_args: Any) -> None:
+    pass
+
+
 class Link:
     """The cabinet's one MQTT connection."""
 
@@ -102,6 +106,11 @@ class Link:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        # Our own network thread runs client.loop(). Without loop_start() paho would
+        # write to the socket from whichever thread publishes, racing the network
+        # thread (reordered or interleaved packets). With a "register write" hook set,
+        # publish() only queues the packet and wakes the loop, which does every write.
+        client.on_socket_register_write = _no_op
         return client
 
     @property
@@ -126,6 +135,8 @@ class Link:
         if self._thread is not None:
             self._thread.join(timeout + 5.0)
         try:
+            # Alone now: let disconnect() write its DISCONNECT packet itself.
+            self._client.on_socket_register_write = None
             self._client.disconnect()
         finally:
             self._client._reset_sockets()
@@ -272,6 +283,7 @@ class Link:
                 for seq, payload in store.pending_events(self._sent_upto, room):
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
+                    self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
             for command_id, payload in store.unsent_acks():
                 if command_id not in self._acks_in_flight:
                     info = self._publish(Channel.ACKS, payload)
@@ -310,4 +322,4 @@ class Link:
             )
             with self._send_mutex:
                 self._rewind()
-        self.pump()
+            self.pump()

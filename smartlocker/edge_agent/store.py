@@ -94,7 +94,10 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
@@ -296,6 +299,13 @@ class Store:
                 "INSERT INTO used_codes (hash, used_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (code_hash, now),
             )
+
+    def forget_used_codes(self, keep: set[str]) -> int:
+        """Forget used codes that are no longer granted (the table stays small)."""
+        with self._tx() as db:
+            stale = [(h,) for (h,) in db.execute("SELECT hash FROM used_codes") if h not in keep]
+            db.executemany("DELETE FROM used_codes WHERE hash = ?", stale)
+        return len(stale)
 
     def throttle(self, kiosk: str) -> ThrottleRecord:
         row = self._db.execute(

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from smartlocker.cloud.api import ApiSettings, create_app
 from smartlocker.cloud.api.auth import Role, create_key
-from smartlocker.cloud.api.publisher import PahoPublisher, connect_publisher
+from smartlocker.cloud.api.publisher import ApiPublisher, connect_publisher
 from smartlocker.cloud.db import migrate
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.embedded import MosquittoBroker
@@ -45,9 +45,9 @@ def cloud_keys() -> CloudKeys:
 
 
 @pytest.fixture
-def publisher(mqtt_broker: MosquittoBroker) -> Iterator[PahoPublisher]:
+def publisher(mqtt_broker: MosquittoBroker) -> Iterator[ApiPublisher]:
     pub = connect_publisher(mqtt_broker.url)
-    assert pub.wait_connected(5)
+    assert pub.is_connected()
     try:
         yield pub
     finally:
@@ -71,10 +71,11 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(
-    api_db: str, cloud_keys: CloudKeys, publisher: PahoPublisher, clock: Clock
+    api_db: str, cloud_keys: CloudKeys, publisher: ApiPublisher, clock: Clock
 ) -> Iterator[Flask]:
     application = create_app(
-        ApiSettings(database_url=api_db, pool_min=1, pool_max=4),
+        # No cabinet answers here: a ?wait= gives up quickly.
+        ApiSettings(database_url=api_db, pool_min=1, pool_max=4, max_wait_seconds=0.2),
         keys=cloud_keys,
         publisher=publisher,
         clock=clock,

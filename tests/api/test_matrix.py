@@ -4,7 +4,8 @@ Every operation of the registry must appear in EXPECTED (a new endpoint fails th
 test until its roles are written down here). Each is called with a key of every
 role limited to site s1 and to site s2, aimed at objects of s1:
 
-* s2 keys never succeed (2xx) on an s1 object, and lists never show them s1 rows;
+* s2 keys never succeed (2xx) on an s1 object, get 404 for it (not 403: existence does
+  not leak), and lists never show them s1 rows;
 * a role not in the expected set gets 403, a role in it never gets 401/403.
 """
 
@@ -54,6 +55,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/stats/occupancy"): ANY,
     ("GET", "/api/v1/alerts"): ANY,
     ("POST", "/api/v1/alerts/{alert}/ack"): OPERATE,
+    ("PATCH", "/api/v1/parcels/{parcel}/recipient"): PARCELS,
+    ("GET", "/api/v1/notifications"): OPERATE,
+    ("GET", "/api/v1/webhooks"): OPERATE,
+    ("POST", "/api/v1/webhooks"): OPERATE,
+    ("DELETE", "/api/v1/webhooks/{webhook}"): OPERATE,
 }
 
 
@@ -67,6 +73,11 @@ def _s1_objects(world: World) -> dict[str, str]:
         json={"reason": "matrix setup"},
         headers=world.as_admin(),
     ).json["id"]
+    webhook = c.post(
+        "/api/v1/webhooks",
+        json={"site": "s1", "url": "http://127.0.0.1:9/hook", "event_types": ["alert.raised"]},
+        headers=world.as_admin(),
+    ).json["id"]
     with psycopg.connect(world.url) as conn:
         alert, _ = raise_alert(conn, "cab-1", "forced_open", now=utcnow(), compartment="A1")
     return {
@@ -76,6 +87,7 @@ def _s1_objects(world: World) -> dict[str, str]:
         "parcel": parcel,
         "command": command,
         "alert": str(alert),
+        "webhook": str(webhook),
     }
 
 
@@ -97,6 +109,12 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         ("POST", "/api/v1/parcels"): {"size": "xs", "cabinet": "cab-1"},
         ("POST", "/api/v1/parcels/{parcel}/pickup"): {"code": "12345678"},
         ("POST", "/api/v1/parcels/{parcel}/extend"): {"deadline": later},
+        ("PATCH", "/api/v1/parcels/{parcel}/recipient"): {"locale": "de"},
+        ("POST", "/api/v1/webhooks"): {
+            "site": "s1",
+            "url": "http://127.0.0.1:9/hook",
+            "event_types": ["parcel.deposited"],
+        },
     }
     query = {
         ("GET", "/api/v1/cabinets/{cabinet}/telemetry"): "?bucket=1h",
@@ -105,6 +123,7 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         ("GET", "/api/v1/parcels"): "?site=s1",
         ("GET", "/api/v1/cabinets"): "?site=s1",
         ("GET", "/api/v1/alerts"): "?site=s1",
+        ("GET", "/api/v1/notifications"): "?site=s1",
     }
     return url + query.get((method, path), ""), bodies.get((method, path))
 
@@ -125,6 +144,8 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
     cross_site_successes: list[str] = []
     escalations: list[str] = []
     denied_wrongly: list[str] = []
+    server_errors: list[str] = []
+    leaks: list[str] = []
     calls = 0
     for op in OPERATIONS:
         if op.roles is None:
@@ -139,6 +160,8 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                 )
                 calls += 1
                 where = f"{op.method} {url} as {role}@{site}: {r.status_code}"
+                if r.status_code >= 500:
+                    server_errors.append(where + f" {r.json}")
                 if role not in allowed:
                     if r.status_code != 403:
                         escalations.append(where)
@@ -147,6 +170,10 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                     ok = 200 <= r.status_code < 300
                     if ok and (not is_list or _leaks_s1(r.json)):
                         cross_site_successes.append(where + f" {r.json}")
+                    # another site's object is "not found" (its existence does not leak)
+                    creates_site = (op.method, op.path) == ("POST", "/api/v1/sites")
+                    if not is_list and not creates_site and r.status_code != 404:
+                        leaks.append(where)
                     continue
                 # a scoped admin may not create sites: that needs a key of every site
                 if (op.method, op.path) == ("POST", "/api/v1/sites"):
@@ -156,6 +183,8 @@ def test_two_sites_four_roles_every_endpoint(world: World) -> None:
                 if r.status_code in (401, 403):
                     denied_wrongly.append(where + f" {r.json}")
     assert calls >= 8 * 20
+    assert server_errors == []
     assert cross_site_successes == []
+    assert leaks == []
     assert escalations == []
     assert denied_wrongly == []

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from flask.testing import FlaskClient
 
-from smartlocker.cloud.api.broker import verify_mosquitto_password
+from smartlocker.cloud.api import ApiSettings, create_app
+from smartlocker.cloud.api.broker import EmbeddedRegistrar, verify_mosquitto_password
 from smartlocker.cloud.keys import CloudKeys
-from smartlocker.protocol import derive_code_key, load_public_key, utcnow
+from smartlocker.protocol import Channel, TopicScheme, derive_code_key, load_public_key, utcnow
+from tests.support.mqtt import NOT_AUTHORIZED, MqttTestClient, connected
 
-from .conftest import World
+from .conftest import World, bearer, make_key
 
 PROBLEM = "application/problem+json"
 
@@ -168,7 +171,7 @@ def test_reserve_cancel_extend_and_history(world: World) -> None:
     assert c.post("/api/v1/parcels", json=body, headers=world.key("courier")).status_code == 201
     dup = c.post("/api/v1/parcels", json=body, headers=world.key("courier"))
     assert dup.status_code == 409
-    assert dup.json["type"].endswith("/parcel-exists")
+    assert dup.json["type"].endswith("/conflict")
 
 
 def test_no_compartment_available_is_a_conflict(world: World) -> None:
@@ -233,3 +236,49 @@ def test_auth_failures_are_problems(client: FlaskClient, world: World) -> None:
     assert (
         client.get("/api/v1/sites", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     )
+
+
+def test_provisioned_credentials_log_in_and_reach_only_their_own_topics(
+    api_db: str, cloud_keys: CloudKeys, publisher: Any, secure_broker: Any
+) -> None:
+    """The embedded broker's registrar: the cabinet logs in at once, under the ACL."""
+    app = create_app(
+        ApiSettings(database_url=api_db, pool_min=1, pool_max=2),
+        keys=cloud_keys,
+        publisher=publisher,
+        registrar=EmbeddedRegistrar(secure_broker.broker),
+    )
+    try:
+        admin = bearer(make_key(api_db, "admin"))
+        c = app.test_client()
+        assert (
+            c.post("/api/v1/sites", json={"id": "acl", "name": "ACL"}, headers=admin).status_code
+            == 201
+        )
+        r = c.post(
+            "/api/v1/cabinets",
+            json={"id": "cab-acl", "site": "acl", "compartments": [{"id": "A1", "size": "s"}]},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.json
+        creds = r.json["credentials"]
+        assert creds["broker_registered"] is True
+    finally:
+        app.extensions["smartlocker"].close()
+    scheme = TopicScheme()
+    with connected(
+        secure_broker.host,
+        secure_broker.port,
+        username=creds["mqtt_username"],
+        password=creds["mqtt_password"],
+        client_id=creds["mqtt_client_id"],
+    ) as cab:
+        assert not cab.publish(scheme.topic("cab-acl", Channel.EVENTS), b"{}").is_failure
+        assert cab.publish(scheme.topic("cab-a", Channel.EVENTS), b"{}").value == NOT_AUTHORIZED
+    wrong = MqttTestClient(
+        secure_broker.host, secure_broker.port, username="cab-acl", password="not-it"
+    )
+    try:
+        assert wrong.connect().is_failure
+    finally:
+        wrong.close()

@@ -50,6 +50,8 @@ class Cloud:
         receipts: bool = True,
         strict: bool = True,
         prefix: str = "lockers",
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.cabinet = cabinet
         self.key = key
@@ -77,6 +79,8 @@ class Cloud:
             client_id=f"cloud-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
+        if username is not None:
+            c.username_pw_set(username, password)
         c.reconnect_delay_set(min_delay=0.05, max_delay=0.3)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
         c.on_message = self._on_message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,18 @@ def config_dict(
 
 
 @pytest.fixture
-def make_config(tmp_path: Path, public_key_file: Path) -> Callable[..., AgentConfig]:
+def cabinet_id() -> str:
+    """A cabinet id of this test's own: brokers keep sessions per client id, so no test
+    sees what an earlier test's cloud left queued for "its" cabinet."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_config(
+    tmp_path: Path, public_key_file: Path, cabinet_id: str
+) -> Callable[..., AgentConfig]:
     def make(mqtt_url: str, **overrides: Any) -> AgentConfig:
+        overrides.setdefault("cabinet", cabinet_id)
         return parse_config(config_dict(tmp_path / "data", public_key_file, mqtt_url, **overrides))
 
     return make
@@ -114,11 +125,11 @@ def agents(mock_factory: MockFactory) -> Iterator[Callable[..., Agent]]:
 
 
 @pytest.fixture
-def make_cloud(cloud_key: Ed25519PrivateKey) -> Iterator[Callable[..., Cloud]]:
+def make_cloud(cloud_key: Ed25519PrivateKey, cabinet_id: str) -> Iterator[Callable[..., Cloud]]:
     clouds: list[Cloud] = []
 
     def make(host: str, port: int, **kwargs: Any) -> Cloud:
-        cloud = Cloud(host, port, kwargs.pop("cabinet", CABINET), cloud_key, **kwargs)
+        cloud = Cloud(host, port, kwargs.pop("cabinet", cabinet_id), cloud_key, **kwargs)
         clouds.append(cloud)
         return cloud
 

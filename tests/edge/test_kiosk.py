@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,11 @@ def test_keypad_page_is_served(mqtt_broker, make_config, agents) -> None:
         assert response.headers["Content-Type"].startswith("text/html")
     assert "/kiosk/code" in page
     assert "viewport" in page
+    deadline = time.monotonic() + 5
+    while not (agent.link is not None and agent.link.connected) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with urllib.request.urlopen(agent.kiosk.url + "/kiosk/status", timeout=5) as response:
+        assert json.loads(response.read())["online"] is True
 
 
 def test_codes_work_offline_and_events_arrive_when_the_broker_returns(

@@ -59,10 +59,16 @@ def spawn(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def test_agent_sigkill_cycles_lose_nothing(
-    tmp_path, mqtt_broker, public_key_file, make_cloud
+    tmp_path, mqtt_broker, public_key_file, make_cloud, cabinet_id
 ) -> None:
     rng = random.Random(int.from_bytes(os.urandom(4)))
-    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url, receipt_timeout_s=1.0)
+    data = config_dict(
+        tmp_path / "data",
+        public_key_file,
+        mqtt_broker.url,
+        receipt_timeout_s=1.0,
+        cabinet=cabinet_id,
+    )
     config_path = toml_out.write(tmp_path / "cabinet.toml", data)
     db_path = tmp_path / "data" / "agent.sqlite3"
     cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
@@ -79,6 +85,8 @@ def test_agent_sigkill_cycles_lose_nothing(
             _, stderr = proc.communicate(timeout=10)
         assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
         assert cloud.gaps == [], cloud.gaps
+        if db_path.exists():
+            assert db_state(db_path)[2] == "ok"
     # A last, clean run delivers whatever is left.
     boots = len(cloud.events_of("boot"))
     proc = spawn(config_path)
@@ -105,11 +113,17 @@ def test_agent_sigkill_cycles_lose_nothing(
 
 
 def test_broker_sigkill_cycles_lose_nothing(
-    tmp_path, fresh_broker, public_key_file, make_cloud
+    tmp_path, fresh_broker, public_key_file, make_cloud, cabinet_id
 ) -> None:
     rng = random.Random(int.from_bytes(os.urandom(4)))
     config = parse_config(
-        config_dict(tmp_path / "data", public_key_file, fresh_broker.url, receipt_timeout_s=0.5)
+        config_dict(
+            tmp_path / "data",
+            public_key_file,
+            fresh_broker.url,
+            receipt_timeout_s=0.5,
+            cabinet=cabinet_id,
+        )
     )
     # The broker's death also drops this subscriber's subscription: what the agent sends
     # before the cloud is subscribed again is lost on the way and must come again (after a

@@ -116,6 +116,19 @@ class InProcessIngest:
         self.stop()
 
 
+def provision(url: str, cabinets: Iterable[str], *, site: str = "site-t") -> None:
+    """Migrate, and provision ``cabinets`` (one compartment ``c1`` each) the rules' way."""
+    from smartlocker.cloud.db import migrate
+    from smartlocker.cloud.rules.fleet import CompartmentSpec, create_cabinet, create_site
+
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+            create_site(conn, site, "Test site")
+        for cabinet in cabinets:
+            create_cabinet(conn, cabinet, site, [CompartmentSpec(id="c1", size="m")])
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import queue
 
-from smartlocker.cloud.db import migrate
 from smartlocker.embedded import MosquittoBroker
 from tests.support.mqtt import connected
 
-from .harness import InProcessIngest, count, event, query, topic, wait_for
+from .harness import InProcessIngest, count, event, provision, query, topic, wait_for
 
 
 def _drain(q: queue.Queue) -> list:
@@ -23,7 +22,7 @@ def _drain(q: queue.Queue) -> list:
 def test_events_are_stored_once_and_receipted_contiguously(
     mqtt_broker: MosquittoBroker, db_url: str
 ) -> None:
-    migrate(db_url)
+    provision(db_url, ["cab-1"])
     seen: dict[str, int] = {}
     with (
         InProcessIngest(mqtt_broker.url, db_url),
@@ -43,7 +42,7 @@ def test_events_are_stored_once_and_receipted_contiguously(
             return seen.get("cab-1", 0) >= upto
 
         wait_for(lambda: receipted(24), what="receipt up to 24")
-        assert count(db_url, "SELECT count(*) FROM events") == 29
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM events") == 29, what="29 rows stored")
         # Not beyond the gap, however long we wait.
         assert not receipted(25)
         cab.publish(topic("cab-1", "events"), event("cab-1", 25))

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
+from smartlocker.cloud.db import Edition, detect_edition
 from smartlocker.cloud.downlink import Publisher
 from smartlocker.cloud.errors import CloudError
 from smartlocker.cloud.keys import CloudKeys, load_keys
@@ -63,7 +66,17 @@ class ApiState:
     topics: TopicScheme = field(default_factory=TopicScheme)
     throttle: CodeThrottle = field(default_factory=CodeThrottle)
     owns_publisher: bool = False
+    #: Random per process: the ``X-Worker`` header tells workers apart (no pid leaks).
+    worker_id: str = field(default_factory=lambda: secrets.token_hex(4))
     _openapi: bytes | None = field(default=None, repr=False)
+    _edition: Edition | None = field(default=None, repr=False)
+
+    def edition(self, conn: psycopg.Connection[Any]) -> Edition:
+        """The storage edition (detected once per process)."""
+        if self._edition is None:
+            self._edition = detect_edition(conn)
+            logger.info("storage edition: %s", self._edition.value)
+        return self._edition
 
     def require_keys(self) -> CloudKeys:
         if self.keys is None:
@@ -208,6 +221,7 @@ def _start_timer() -> None:
 
 def _count(response: Response) -> Response:
     s = state()
+    response.headers["X-Worker"] = s.worker_id
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     s.metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
     started = g.get("started")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import alerts, cabinets, commands, health, insight, parcels, sites
+from . import alerts, cabinets, commands, health, insight, notifications, parcels, sites
 
 __all__ = ["ALL"]
 
@@ -15,5 +15,6 @@ ALL: list[Blueprint] = [
     commands.bp,
     parcels.bp,
     alerts.bp,
+    notifications.bp,
     insight.bp,
 ]

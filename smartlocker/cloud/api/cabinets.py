@@ -36,7 +36,7 @@ from .models import (
     WaitQuery,
 )
 from .pagination import decode_cursor, encode_cursor
-from .publisher import PublishError
+from .publisher import MqttPublishError
 from .roles import ADMIN, ANYONE, OPERATE
 from .routing import operation
 from .scope import cabinet_site, visible_site
@@ -67,7 +67,7 @@ def republish(conn: psycopg.Connection[Any], cabinet: str) -> None:
         return
     try:
         publish_desired(conn, s.publisher, s.keys.signing_key, cabinet, topics=s.topics)
-    except (PublishError, OSError) as exc:
+    except MqttPublishError as exc:
         logger.warning(
             "desired state of %s not published now (%s); sent on reconnect", cabinet, exc
         )

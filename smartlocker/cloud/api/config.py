@@ -44,6 +44,8 @@ class ApiSettings:
     pool_max: int = 16
     #: Remote unlocks per API key per minute (shared by every worker, in PostgreSQL).
     unlocks_per_minute: int = 600
+    #: The longest ``?wait=`` honoured (a longer one is cut to this).
+    max_wait_seconds: float = 30.0
     #: Wrong pickup codes per parcel / key before the growing lockout starts.
     code_free_attempts: int = 5
     #: Where provisioning registers cabinets' MQTT passwords (Mosquitto password file).
@@ -66,6 +68,11 @@ class ApiSettings:
             given = overrides.pop(name, None) or env.get(var)
             if given:
                 values[name] = Path(str(given))
+        limit = overrides.pop("unlocks_per_minute", None) or env.get(
+            "SMARTLOCKER_API_UNLOCKS_PER_MINUTE"
+        )
+        if limit:
+            values["unlocks_per_minute"] = int(str(limit))
         if "database_url" not in values:
             raise ValueError("SMARTLOCKER_DATABASE_URL is not set")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint
 from psycopg import sql
 
+from smartlocker.cloud.timeseries import telemetry_rollup
 from smartlocker.protocol.ids import CABINET_ID_PATTERN
 
 from .app import state
@@ -41,7 +42,8 @@ bp = Blueprint("insight", __name__)
 
 #: At most this many buckets (times cabinets) in one answer.
 MAX_POINTS = 10_000
-_ORIGIN = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+#: The buckets' origin, as ``smartlocker.cloud.timeseries`` aligns them (a Monday).
+_ORIGIN = datetime.fromisoformat("2000-01-03T00:00:00+00:00")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # One row per cabinet event and per operator action, with the site each belongs to.
@@ -69,7 +71,7 @@ SELECT * FROM (
                        WHEN 'compartment' THEN split_part(a.target, '/', 1)
                        WHEN 'parcel' THEN (SELECT cabinet FROM parcels WHERE id = a.target)
                        WHEN 'alert' THEN
-                         (SELECT cabinet FROM alerts WHERE a.target ~ '^[0-9]{1,18}$'
+                         (SELECT cabinet FROM alerts WHERE a.target ~ '^[0-9]{{1,18}}$'
                                                         AND id = a.target::bigint)
                      END AS cab,
                      CASE a.target_kind
@@ -101,7 +103,10 @@ def _window(
     since: datetime | None, until: datetime | None, width: timedelta, default: timedelta
 ) -> tuple[datetime, datetime]:
     end = until or state().clock()
-    start = since or end - default
+    try:
+        start = since or end - default
+    except OverflowError:
+        raise Unprocessable("the time range is out of bounds", slug="bad-time-range") from None
     if start >= end:
         raise Unprocessable("since must be before until", slug="bad-time-range")
     return start, end
@@ -180,23 +185,17 @@ def telemetry(cabinet: str, query: TelemetryQuery) -> TelemetrySeries:
         raise Unprocessable(
             f"more than {MAX_POINTS} buckets; widen the bucket", slug="too-many-points"
         )
-    rows = conn.execute(
-        "SELECT date_bin(%s, ts, %s) AS b, count(*), avg(cpu_temp_c), max(cpu_temp_c),"
-        " max(outbox_depth), max(uptime_s) FROM telemetry"
-        " WHERE cabinet = %s AND ts >= %s AND ts < %s GROUP BY b ORDER BY b",
-        (width, _ORIGIN, cabinet, start, end),
-    ).fetchall()
+    rows = telemetry_rollup(conn, cabinet, width, start, end, edition=state().edition(conn))
     return TelemetrySeries(
         cabinet=cabinet,
         bucket=query.bucket,
         items=[
             TelemetryBucket(
-                bucket=r[0],
-                samples=r[1],
-                cpu_temp_c_avg=r[2],
-                cpu_temp_c_max=r[3],
-                outbox_depth_max=r[4],
-                uptime_s_max=r[5],
+                bucket=r.start,
+                samples=r.readings,
+                cpu_temp_c_avg=r.cpu_temp_avg,
+                cpu_temp_c_max=r.cpu_temp_max,
+                outbox_depth_max=r.outbox_depth_max,
             )
             for r in rows
         ],

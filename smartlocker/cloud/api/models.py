@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from smartlocker.protocol.ids import CABINET_ID_PATTERN, COMPARTMENT_ID_PATTERN
 
@@ -69,10 +69,24 @@ CompartmentId = Annotated[str, Field(pattern=COMPARTMENT_ID_PATTERN)]
 ParcelId = Annotated[str, Field(pattern=PARCEL_ID_PATTERN)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Size = Literal["xs", "s", "m", "l", "xl"]
+NotifyChannel = Literal["email", "sms", "push", "log"]
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", examples=["en", "de-AT"])]
+Contact = Annotated[str, Field(min_length=1, max_length=200)]
 ParcelState = Literal["reserved", "deposited", "picked_up", "expired", "returned", "cancelled"]
 CommandState = Literal["created", "sent", "succeeded", "failed", "rejected", "timed_out"]
 #: A bucket width like ``5m``, ``1h``, ``1d`` (seconds s, minutes m, hours h, days d).
 Bucket = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,3}[smhd]$")]
+
+
+def _plausible(value: datetime) -> datetime:
+    """Times the database and Python both represent (years 2000 to 2999)."""
+    if not 2000 <= value.year <= 2999:
+        raise ValueError("a time between the years 2000 and 2999")
+    return value
+
+
+#: An input time: with a zone, and within a sane range.
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class _In(BaseModel):
@@ -259,9 +273,17 @@ class ParcelCreate(_In):
     cabinet: CabinetId | None = None
     temperature: bool = False
     direction: Literal["inbound", "outbound"] = "inbound"
-    recipient: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    recipient: Contact | None = Field(
+        default=None, description="Where the recipient is told: address, phone or push token."
+    )
+    notify_channel: NotifyChannel = "log"
+    locale: Locale = "en"
+    courier_contact: Contact | None = Field(
+        default=None, description="Told to collect the parcel if it expires."
+    )
+    courier_channel: NotifyChannel = "log"
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    deadline: AwareDatetime | None = None
+    deadline: Moment | None = None
     id: ParcelId | None = Field(default=None, description="Your own parcel id (default: random).")
 
     @model_validator(mode="after")
@@ -281,6 +303,8 @@ class Parcel(_Out):
     state: ParcelState
     reference: str | None
     recipient: str | None
+    notify_channel: NotifyChannel
+    locale: str
     deadline: datetime | None
     reserved_at: datetime
     deposited_at: datetime | None
@@ -326,12 +350,86 @@ class PickupRequest(_In):
 
 
 class ParcelExtend(_In):
-    deadline: AwareDatetime
+    deadline: Moment
 
 
 class ResendResult(_Out):
     parcel: str
-    notification: int
+    notification: int | None = Field(
+        description="The queued message (null: the parcel has no recipient contact)."
+    )
+
+
+class RecipientUpdate(_In):
+    """Where and how the recipient is told from now on."""
+
+    recipient: Contact | None = None
+    notify_channel: NotifyChannel | None = None
+    locale: Locale | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RecipientUpdate:
+        if self.recipient is None and self.notify_channel is None and self.locale is None:
+            raise ValueError("give recipient, notify_channel and/or locale")
+        return self
+
+
+# --- notifications and webhooks ---------------------------------------------------------
+
+
+class OutboundQuery(PageQuery):
+    status: Literal["pending", "sent", "dead"] | None = None
+    channel: Literal["email", "sms", "push", "log", "webhook"] | None = None
+    parcel: ParcelId | None = None
+    site: SiteId | None = None
+
+
+class OutboundMessage(_Out):
+    """One message to a recipient, a courier or an operator webhook (never its code)."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    topic: str
+    destination: str
+    site: str | None
+    parcel: str | None
+    locale: str
+    status: Literal["pending", "sent", "dead"]
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    response_status: int | None
+    sent_at: datetime | None
+
+
+class OutboundList(_Out):
+    items: list[OutboundMessage]
+    next_cursor: str | None
+
+
+class WebhookCreate(_In):
+    site: SiteId
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]{1,500}$")]
+    event_types: Annotated[list[str], Field(min_length=1, max_length=20)]
+
+
+class Webhook(_Out):
+    id: int
+    site: str
+    url: str
+    event_types: list[str]
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="Shown once: verifies the signature of every delivery.")
+
+
+class WebhookList(_Out):
+    items: list[Webhook]
+    next_cursor: str | None
 
 
 # --- events, telemetry, stats, alerts -----------------------------------------------------
@@ -343,8 +441,8 @@ class EventQuery(PageQuery):
     cabinet: CabinetId | None = None
     compartment: CompartmentId | None = None
     type: Annotated[str, Field(pattern=r"^[a-z_.]{1,64}$")] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class Event(_Out):
@@ -366,8 +464,8 @@ class EventList(_Out):
 
 class TelemetryQuery(_In):
     bucket: Bucket = "5m"
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class TelemetryBucket(_Out):
@@ -376,7 +474,6 @@ class TelemetryBucket(_Out):
     cpu_temp_c_avg: float | None
     cpu_temp_c_max: float | None
     outbox_depth_max: int | None
-    uptime_s_max: float | None
 
 
 class TelemetrySeries(_Out):
@@ -389,8 +486,8 @@ class OccupancyQuery(_In):
     site: SiteId | None = None
     cabinet: CabinetId | None = None
     bucket: Bucket = "1h"
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class OccupancyPoint(_Out):

@@ -9,6 +9,8 @@ import psycopg
 from flask import Blueprint
 from psycopg import sql
 
+from smartlocker.cloud.rules.fleet import audit
+from smartlocker.cloud.rules.notifications import Preferences, set_preferences
 from smartlocker.cloud.rules.openings import WrongCode, check_pickup_code, parcel_opening
 from smartlocker.cloud.rules.parcels import (
     cancel_parcel,
@@ -21,7 +23,7 @@ from .app import state
 from .auth import Principal, current_principal
 from .cabinets import republish
 from .db import get_conn
-from .errors import Conflict, NotFound
+from .errors import NotFound
 from .models import (
     PARCEL_ID_PATTERN,
     Command,
@@ -34,6 +36,7 @@ from .models import (
     ParcelQuery,
     ParcelReserved,
     PickupRequest,
+    RecipientUpdate,
     ResendResult,
     WaitQuery,
 )
@@ -48,7 +51,8 @@ __all__ = ["bp"]
 bp = Blueprint("parcels", __name__)
 _PATH = {"parcel": PARCEL_ID_PATTERN}
 _COLUMNS = (
-    "id, site, cabinet, compartment, direction, size, state, reference, recipient, deadline,"
+    "id, site, cabinet, compartment, direction, size, state, reference, recipient,"
+    " notify_channel, locale, deadline,"
     " reserved_at, deposited_at, picked_up_at, expired_at, closed_at, fee::text, fee_currency,"
     " created_by"
 )
@@ -153,26 +157,27 @@ def reserve(body: ParcelCreate) -> ParcelReserved:
     else:
         assert body.site is not None
         visible_site(conn, principal, body.site)
-    try:
-        reservation = reserve_parcel(
-            conn,
-            s.require_keys(),
-            size=body.size,
-            actor=principal.actor,
-            now=s.clock(),
-            site=body.site,
-            cabinet=body.cabinet,
-            temperature=body.temperature,
-            direction=body.direction,
-            recipient=body.recipient,
-            reference=body.reference,
-            deadline=body.deadline,
-            parcel=body.id,
-        )
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == "parcels_pkey":
-            raise Conflict(f"parcel {body.id!r} exists", slug="parcel-exists") from exc
-        raise
+    reservation = reserve_parcel(
+        conn,
+        s.require_keys(),
+        size=body.size,
+        actor=principal.actor,
+        now=s.clock(),
+        site=body.site,
+        cabinet=body.cabinet,
+        temperature=body.temperature,
+        direction=body.direction,
+        recipient=body.recipient,
+        reference=body.reference,
+        deadline=body.deadline,
+        parcel=body.id,
+        preferences=Preferences(
+            channel=body.notify_channel,
+            locale=body.locale,
+            courier_contact=body.courier_contact,
+            courier_channel=body.courier_channel,
+        ),
+    )
     republish(conn, reservation.cabinet)
     return ParcelReserved(
         **_load(conn, reservation.parcel),
@@ -347,3 +352,37 @@ def resend_code(parcel: str) -> ResendResult:
     note = resend_pickup_code(conn, s.require_keys(), parcel, now=s.clock(), actor=principal.actor)
     republish(conn, _load(conn, parcel)["cabinet"])
     return ResendResult(parcel=parcel, notification=note)
+
+
+@operation(
+    bp,
+    "PATCH",
+    "/parcels/{parcel}/recipient",
+    summary="Change where and how the recipient is told",
+    roles=PARCELS,
+    path_params=_PATH,
+    body=RecipientUpdate,
+    response=Parcel,
+    errors=(422,),
+)
+def update_recipient(parcel: str, body: RecipientUpdate) -> Parcel:
+    """Later messages (a resent code, reminders, expiry) follow the new preferences."""
+    conn, principal = _scoped(parcel)
+    with conn.transaction():
+        set_preferences(
+            conn,
+            parcel,
+            recipient=body.recipient,
+            channel=body.notify_channel,
+            locale=body.locale,
+        )
+        audit(
+            conn,
+            actor=principal.actor,
+            action="parcel.recipient",
+            target_kind="parcel",
+            target=parcel,
+            now=state().clock(),
+            detail=body.model_dump(exclude_none=True, exclude={"recipient"}),
+        )
+    return Parcel(**_load(conn, parcel))

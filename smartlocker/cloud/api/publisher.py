@@ -1,93 +1,51 @@
-"""The API's MQTT publisher (paho): signed commands and desired states go out here.
+"""The API's MQTT publisher: cloud-core's :class:`~smartlocker.cloud.mqtt_publisher.PahoPublisher`,
+started without blocking and able to say whether it is connected (for ``/readyz``).
 
-It implements :class:`smartlocker.cloud.downlink.Publisher`. ``publish`` waits for
-the broker's PUBACK (QoS 1), so a 202 means the broker holds the command.
+A worker must boot even while the broker is down (gunicorn gives up on workers that
+fail to boot): paho connects in the background and keeps reconnecting; until then
+publishing raises :class:`~smartlocker.cloud.mqtt_publisher.MqttPublishError` (503).
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
-import threading
-import uuid
-from typing import Any
-from urllib.parse import unquote, urlsplit
+import socket
+from typing import Any, Self
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from smartlocker.cloud.mqtt_publisher import MqttPublishError, PahoPublisher
 
-__all__ = ["PahoPublisher", "PublishError", "connect_publisher"]
+__all__ = ["ApiPublisher", "MqttPublishError", "connect_publisher"]
 
 logger = logging.getLogger(__name__)
 
 
-class PublishError(RuntimeError):
-    """The broker did not take the message (not connected, or no PUBACK in time)."""
-
-
-class PahoPublisher:
-    """One MQTT connection with paho's network thread; thread-safe ``publish``."""
-
-    def __init__(self, client: paho.Client, *, timeout: float = 5.0) -> None:
-        self._client = client
-        self._timeout = timeout
-        self._connected = threading.Event()
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        if not rc.is_failure:
-            self._connected.set()
-        else:
-            logger.error("MQTT connection refused: %s", rc)
-
-    def _on_disconnect(self, *_args: Any) -> None:
-        self._connected.clear()
-        logger.warning("MQTT connection lost; paho reconnects")
+class ApiPublisher(PahoPublisher):
+    def start(self, wait: float = 5.0) -> Self:
+        """Connect in the background; wait up to ``wait`` s for the first CONNACK."""
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_socket_open = _no_delay
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        self._started = True
+        if not self._connected.wait(wait):
+            logger.warning("MQTT %s:%d not connected yet; /readyz says so", self._host, self._port)
+        return self
 
     def is_connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise PublishError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
-        if qos > 0:
-            try:
-                info.wait_for_publish(self._timeout)
-            except (RuntimeError, ValueError) as exc:
-                raise PublishError(f"publish to {topic} failed: {exc}") from exc
-            if not info.is_published():
-                raise PublishError(f"no PUBACK for {topic} within {self._timeout}s")
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
+    """Small packets leave at once: without TCP_NODELAY a PUBLISH can wait ~40 ms for
+    the previous packet's delayed TCP ACK (Nagle), paho does not set it itself."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # not a TCP socket (e.g. a websocket wrapper)
+        logger.debug("TCP_NODELAY not set: %s", exc)
 
 
-def connect_publisher(
-    url: str, *, client_id: str | None = None, timeout: float = 5.0
-) -> PahoPublisher:
-    """Connect to ``mqtt://`` or ``mqtts://user:pass@host:port`` and start the network thread."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"SMARTLOCKER_MQTT_URL must be mqtt:// or mqtts://, got {url!r}")
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id or f"smartlocker-api-{uuid.uuid4().hex[:12]}",
-        protocol=paho.MQTTv5,
-    )
-    if parts.username:
-        client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
-    if parts.scheme == "mqtts":
-        client.tls_set_context(ssl.create_default_context())
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    publisher = PahoPublisher(client, timeout=timeout)
-    client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883))
-    client.loop_start()
-    if not publisher.wait_connected(timeout):
-        logger.warning("MQTT %s not connected yet; /readyz says so until it is", parts.hostname)
-    return publisher
+def connect_publisher(url: str, *, wait: float = 5.0, timeout: float = 5.0) -> ApiPublisher:
+    """From ``SMARTLOCKER_MQTT_URL``; PUBACKs are awaited up to ``timeout`` s."""
+    publisher = ApiPublisher.from_url(url, timeout=timeout)
+    assert isinstance(publisher, ApiPublisher)
+    return publisher.start(wait)

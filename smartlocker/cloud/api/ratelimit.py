@@ -12,6 +12,7 @@ Both run in their own short transaction, so a counter survives the request's fai
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,11 +35,16 @@ def hit(
     limit: int,
     window: timedelta,
     now: datetime,
+    own_transaction: bool = True,
 ) -> int:
-    """Count one request in ``bucket``; raise :class:`RateLimited` past ``limit``."""
+    """Count one request in ``bucket``; raise :class:`RateLimited` past ``limit``.
+
+    With ``own_transaction`` False the count joins the caller's transaction (one
+    commit less); a request that fails then does not count.
+    """
     seconds = window.total_seconds()
     start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
-    with conn.transaction():
+    with conn.transaction() if own_transaction else nullcontext():
         row = conn.execute(
             "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
             " ON CONFLICT (bucket, window_start)"

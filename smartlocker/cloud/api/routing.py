@@ -154,12 +154,30 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     if not data.strip():
         data = b"{}"
     try:
-        return model.model_validate_json(data)
+        parsed = model.model_validate_json(data)
     except ValidationError as exc:
         raise ValidationFailed(
             "the request body does not match " + model.__name__,
             exc.errors(include_url=False, include_input=False),
         ) from None
+    _storable(parsed.model_dump(), ("body",))
+    return parsed
+
+
+def _storable(value: Any, loc: tuple[str | int, ...]) -> None:
+    """Refuse text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (lone surrogates)."""
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValidationFailed(
+                "text must not contain NUL or unpaired surrogates",
+                [{"loc": list(loc), "msg": "unstorable character", "type": "string_unstorable"}],
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(item, (*loc, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _storable(item, (*loc, index))
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -168,9 +186,11 @@ def _parse_query(model: type[BaseModel]) -> BaseModel:
         values = request.args.getlist(key)
         raw[key] = values if len(values) > 1 else values[0]
     try:
-        return model.model_validate(raw)
+        parsed = model.model_validate(raw)
     except ValidationError as exc:
         raise ValidationFailed(
             "the query parameters are invalid",
             exc.errors(include_url=False, include_input=False),
         ) from None
+    _storable(parsed.model_dump(), ("query",))
+    return parsed

@@ -13,17 +13,52 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
 
-__all__ = ["CHANNEL", "CommandWaiter"]
+__all__ = ["CHANNEL", "CommandWaiter", "Watch"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "smartlocker_command"
 T = TypeVar("T")
+
+
+class Watch:
+    """One registered interest in a key (see :meth:`CommandWaiter.watch`)."""
+
+    def __init__(
+        self,
+        event: threading.Event,
+        recheck: float,
+        listen: Callable[[str], None] | None = None,
+    ) -> None:
+        self._event = event
+        self._recheck = recheck
+        self._listen = listen
+
+    def listen(self, key: str) -> None:
+        """Name the key of a :meth:`CommandWaiter.watch_later` (once it is known)."""
+        if self._listen is None:
+            raise RuntimeError("this watch already has its key")
+        self._listen(key)
+        self._listen = None
+
+    def wait(self, check: Callable[[], T | None], timeout: float) -> T | None:
+        """Sleep until notified (or ``recheck`` passed), then ``check()``; until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return check()
+            self._event.wait(min(remaining, self._recheck))
+            self._event.clear()
+            result = check()
+            if result is not None:
+                return result
 
 
 class CommandWaiter:
@@ -41,21 +76,19 @@ class CommandWaiter:
 
     def wait(self, key: str, check: Callable[[], T | None], timeout: float) -> T | None:
         """``check()``'s first non-None result, re-checked when ``key`` is notified."""
+        with self.watch(key) as watch:
+            result = check()
+            return result if result is not None else watch.wait(check, timeout)
+
+    @contextmanager
+    def watch(self, key: str) -> Iterator[Watch]:
+        """Listen for ``key`` from now on (register before causing what you wait for)."""
         self._ensure_started()
         event = threading.Event()
         with self._lock:
             self._waiting.setdefault(key, set()).add(event)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                result = check()
-                if result is not None:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                event.wait(min(remaining, self._recheck))
-                event.clear()
+            yield Watch(event, self._recheck)
         finally:
             with self._lock:
                 events = self._waiting.get(key)
@@ -63,6 +96,29 @@ class CommandWaiter:
                     events.discard(event)
                     if not events:
                         del self._waiting[key]
+
+    @contextmanager
+    def watch_later(self) -> Iterator[Watch]:
+        """A watch whose key is given later by :meth:`Watch.listen` (before publishing)."""
+        self._ensure_started()
+        event = threading.Event()
+        keys: list[str] = []
+
+        def listen(key: str) -> None:
+            with self._lock:
+                self._waiting.setdefault(key, set()).add(event)
+            keys.append(key)
+
+        try:
+            yield Watch(event, self._recheck, listen)
+        finally:
+            with self._lock:
+                for key in keys:
+                    events = self._waiting.get(key)
+                    if events is not None:
+                        events.discard(event)
+                        if not events:
+                            del self._waiting[key]
 
     def close(self) -> None:
         self._stop.set()

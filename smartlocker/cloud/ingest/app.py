@@ -14,9 +14,9 @@ from smartlocker.protocol import TopicScheme
 
 from .intake import TopicCache
 from .metrics import IngestMetrics
-from .seam import Rules
+from .seam import Deliver, Rules
 from .worker import GmqttPublisher, IngestSettings, IngestWorker
-from .writer import Deliver, Outcome, Writer, WriterSettings
+from .writer import Outcome, Writer, WriterSettings
 
 __all__ = ["run_ingest", "serve"]
 

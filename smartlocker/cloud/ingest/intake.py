@@ -42,15 +42,15 @@ class Inbound:
 
 @dataclass(slots=True)
 class Sorted:
-    """A batch split by kind; events keep their wire payload for the ``body`` column."""
+    """A batch split by kind; events keep their inbound message (payload → ``body``)."""
 
-    events: list[tuple[Any, bytes]] = field(default_factory=list)
+    events: list[tuple[Any, Inbound]] = field(default_factory=list)
     telemetry: list[Telemetry] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     reported: list[Reported] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    #: Where each decoded message came from (for dead-lettering it later).
+    #: Where each decoded non-event message came from (for dead-lettering it later).
     origin: dict[int, Inbound] = field(default_factory=dict)
 
     def cabinets(self) -> set[str]:
@@ -108,10 +108,11 @@ def sort_batch(items: Sequence[Inbound], topics: TopicCache) -> Sorted:
                 )
             )
             continue
-        out.origin[id(message)] = item
         if channel is Channel.EVENTS:
-            out.events.append((message, item.payload))
-        elif channel is Channel.TELEMETRY:
+            out.events.append((message, item))
+            continue
+        out.origin[id(message)] = item
+        if channel is Channel.TELEMETRY:
             out.telemetry.append(message)
         elif channel is Channel.STATUS:
             out.statuses.append(message)

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -36,8 +36,7 @@ logger = logging.getLogger(__name__)
 AHEAD_LIMIT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class EventKey:
+class EventKey(NamedTuple):
     """What the cursor needs to know about one event of a batch."""
 
     seq: int
@@ -116,21 +115,31 @@ def advance(cursor: Cursor, events: Iterable[EventKey], now: datetime) -> Cursor
     return out
 
 
-def lock_cursors(conn: psycopg.Connection[Any], cabinets: Iterable[str]) -> dict[str, Cursor]:
-    """Create missing cursors and lock all of them, in cabinet order (no deadlocks)."""
+def lock_cursors(
+    conn: psycopg.Connection[Any], cabinets: Iterable[str], exist: set[str] | None = None
+) -> dict[str, Cursor]:
+    """Create missing cursors and lock all of them, in cabinet order (no deadlocks).
+
+    ``exist`` names cursors known to exist already (rows are never deleted), which
+    spares the insert; it is updated.
+    """
     names = sorted(set(cabinets))
     if not names:
         return {}
-    conn.execute(
-        "INSERT INTO ingest_cursors (cabinet) SELECT c FROM unnest(%s::text[]) AS c"
-        " ORDER BY c ON CONFLICT DO NOTHING",
-        (names,),
-    )
+    missing = names if exist is None else [n for n in names if n not in exist]
+    if missing:
+        conn.execute(
+            "INSERT INTO ingest_cursors (cabinet) SELECT c FROM unnest(%s::text[]) AS c"
+            " ORDER BY c ON CONFLICT DO NOTHING",
+            (missing,),
+        )
     rows = conn.execute(
         "SELECT cabinet, committed_seq, ahead, epoch_ts, held_since FROM ingest_cursors"
-        " WHERE cabinet = ANY(%s::text[]) ORDER BY cabinet FOR UPDATE",
+        " WHERE cabinet = ANY(%s::text[]) ORDER BY cabinet FOR NO KEY UPDATE",
         (names,),
     ).fetchall()
+    if exist is not None:
+        exist.update(missing)
     return {r[0]: Cursor(r[0], r[1], set(r[2]), r[3], r[4]) for r in rows}
 
 

@@ -8,17 +8,22 @@ relay can pass their own :class:`Rules`.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
 
+from smartlocker.cloud import downlink, reactions
+from smartlocker.cloud.downlink import Publisher
+from smartlocker.cloud.keys import CloudKeys
 from smartlocker.protocol import Ack, Event, Reported, Status, Telemetry
 
-__all__ = ["NoRules", "Rules", "known_cabinets", "load_rules"]
+#: Called in the writer thread after a commit, with the connection and the effects.
+Deliver = Callable[[psycopg.Connection[Any], list[Any]], None]
+
+__all__ = ["Deliver", "NoRules", "Rules", "downlink_factory", "known_cabinets", "load_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class Rules(Protocol):
     def on_silence(
         self, conn: psycopg.Connection[Any], cabinet: str, last_seen: datetime, now: datetime
     ) -> Any: ...
+    def on_tick(self, conn: psycopg.Connection[Any], now: datetime) -> Any: ...
 
 
 class NoRules:
@@ -69,11 +75,25 @@ class NoRules:
     ) -> Any:
         return None
 
+    def on_tick(self, conn: psycopg.Connection[Any], now: datetime) -> Any:
+        return None
 
-def load_rules() -> Rules:
-    """The real rules, ``smartlocker.cloud.reactions`` (the module is the object)."""
-    module: Any = importlib.import_module("smartlocker.cloud.reactions")
-    return module  # type: ignore[no-any-return]
+
+def load_rules(keys: CloudKeys) -> Rules:
+    """The real rules (``smartlocker.cloud.reactions``), signing with ``keys``."""
+    return reactions.configure(keys)
+
+
+def downlink_factory(keys: CloudKeys) -> Callable[[Publisher], Deliver]:
+    """After each commit: republish the desired states the effects name (signed)."""
+
+    def factory(publisher: Publisher) -> Deliver:
+        def deliver(conn: psycopg.Connection[Any], effects: list[Any]) -> None:
+            downlink.publish_effects(conn, publisher, keys.signing_key, effects)
+
+        return deliver
+
+    return factory
 
 
 def known_cabinets(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[str]:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 import gmqtt
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS
 
-from smartlocker.protocol import Channel, Receipt, TopicScheme, encode
+from smartlocker.protocol import Channel, TopicScheme
 
 from .batcher import Batcher
 from .intake import Inbound, TopicCache
@@ -46,6 +48,24 @@ logger = logging.getLogger(__name__)
 _UPLINK = (Channel.EVENTS, Channel.TELEMETRY, Channel.STATUS, Channel.ACKS, Channel.REPORTED)
 #: PUBACK with reason "success" and no properties (MQTT 5 §3.4.2.1 allows the short form).
 _PUBACK = [b"\x40\x02" + mid.to_bytes(2, "big") for mid in range(65536)]
+#: Publishes waiting for the broker (while disconnected) at most.
+OUTBOX_LIMIT = 100_000
+_UNSTAMPED = datetime.min.replace(tzinfo=UTC)
+_RECEIPT = '{"v":1,"id":"%s","ts":"%s","cabinet":"%s","type":"receipt","upto_seq":%d}'
+
+
+def receipt_payload(message_id: str, ts: str, cabinet: str, upto_seq: int) -> bytes:
+    """The wire form of a :class:`~smartlocker.protocol.Receipt` (fast path)."""
+    return (_RECEIPT % (message_id, ts, cabinet, upto_seq)).encode()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, b = divmod(n, 128)
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +104,7 @@ class IngestSettings:
     batch_max: int = 5000
     batch_delay: float = 0.02
     #: At most one receipt per cabinet per interval (they coalesce).
-    receipt_interval: float = 0.1
+    receipt_interval: float = 0.2
     keepalive: int = 30
     reconnect_delay: float = 1.0
 
@@ -135,6 +155,9 @@ class IngestWorker:
             busy=lambda: self._sink.backlog > 0,
         )
         self._pending_receipts: dict[str, int] = {}
+        self._receipt_prefix = os.urandom(6).hex()
+        self._receipt_counter = 0
+        self._outbox: deque[tuple[str, bytes, int, bool]] = deque()
         self._unacked = 0
         self.connected = asyncio.Event()
 
@@ -204,6 +227,18 @@ class IngestWorker:
         ):
             raise RuntimeError(f"unsupported gmqtt version {gmqtt.__version__}")
         handler._handle_qos_1_publish_packet = self._on_qos1
+        # The hot path: PUBLISH packets parsed here, everything else by gmqtt.
+        self._gmqtt_packet = handler._handle_packet
+        handler._handle_packet = self._on_packet
+        # Each PUBACK of ours frees a slot of the broker's Receive Maximum: refill it.
+        handle_puback = handler._handle_puback_packet
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            handle_puback(cmd, packet)
+            if self._outbox:
+                self._pump()
+
+        handler._handle_puback_packet = on_puback
         self._handler = handler
         return client
 
@@ -217,6 +252,13 @@ class IngestWorker:
             self.settings.client_id,
             bool(session_present),
         )
+        if not session_present:
+            # The broker forgot our session (it was killed): gmqtt dropped the QoS 1
+            # messages it had stored for replay, but not their packet ids, which would
+            # stay "in flight" forever and shrink the Receive Maximum window to zero.
+            ids = self._handler.id_generator
+            stored = {mid for mid, _ in client._persistent_storage.get_all()}
+            ids._used_ids.intersection_update(stored)
         # Always (re)subscribe: a broker that lost its state (SIGKILL) lost ours too.
         client.subscribe(
             [
@@ -235,18 +277,61 @@ class IngestWorker:
     def _on_qos0(
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, props: Any
     ) -> int:
-        self._batcher.add(Inbound(topic, payload, datetime.now(UTC)))
+        self._batcher.add(Inbound(topic, payload, _UNSTAMPED))
         return 0
+
+    def _on_packet(self, cmd: int, packet: bytes) -> None:
+        """gmqtt's packet dispatch, with a lean path for QoS 0/1 PUBLISH.
+
+        We never allow topic aliases (no Topic Alias Maximum in CONNECT), need no
+        PUBLISH property, and take the retain flag from nowhere: so the topic, the
+        packet id and the payload are all there is to read. Anything unusual (QoS 2,
+        an empty topic, MQTT 3.1.1 after a downgrade) goes to gmqtt.
+        """
+        if cmd & 0xF0 != 0x30 or cmd & 0x06 == 0x06:
+            self._gmqtt_packet(cmd, packet)
+            return
+        try:
+            tlen = (packet[0] << 8) | packet[1]
+            pos = 2 + tlen
+            if tlen == 0 or self._handler._connection_state.protocol_version < 5:
+                raise ValueError("not the simple case")
+            topic = packet[2:pos].decode("utf-8")
+            mid = None
+            if cmd & 0x06:
+                mid = (packet[pos] << 8) | packet[pos + 1]
+                pos += 2
+            # Property Length (variable byte integer), then the properties: skipped.
+            plen, mult = 0, 1
+            while True:
+                byte = packet[pos]
+                pos += 1
+                plen += (byte & 0x7F) * mult
+                mult *= 128
+                if not byte & 0x80:
+                    break
+            payload = packet[pos + plen :]
+        except (IndexError, ValueError):
+            self._gmqtt_packet(cmd, packet)
+            return
+        if mid is None:
+            self._batcher.add(Inbound(topic, payload, _UNSTAMPED))
+        else:
+            self._on_qos1(mid, payload, topic, None)
 
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
         self._unacked += 1
         self._batcher.add(
-            Inbound(topic, payload, datetime.now(UTC), (self._handler.current_connection, mid))
+            Inbound(topic, payload, _UNSTAMPED, (self._handler.current_connection, mid))
         )
 
     # -- batches -------------------------------------------------------------------
 
     def _flush(self, batch: list[Inbound]) -> None:
+        # received_at is the batch's: within batch_delay of each message, for far less.
+        now = datetime.now(UTC)
+        for item in batch:
+            item.received_at = now
         self.metrics.messages.inc(len(batch))
         self.metrics.unacked.set(self._unacked)
         self._sink.submit(batch)
@@ -280,24 +365,74 @@ class IngestWorker:
         return conn is not None and not conn.is_closing() and self.connected.is_set()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Publish on the loop thread (use :class:`GmqttPublisher` from others)."""
+        """Queue a publish on the loop thread (use :class:`GmqttPublisher` from others).
+
+        The broker's Receive Maximum (Mosquitto: 20) bounds our unacknowledged QoS 1
+        publishes and gmqtt raises beyond it, so publishes wait in an outbox.
+        """
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            dropped = self._outbox.popleft()
+            logger.warning("outbox full while disconnected: %s not published", dropped[0])
+        self._outbox.append((topic, payload, qos, retain))
+        self._pump()  # now if connected, else after the reconnect (receipt loop)
+
+    def _capacity(self) -> int:
+        ids = self._handler.id_generator
+        return int(ids._max) - 2 - len(ids._used_ids)
+
+    def _pump(self) -> None:
         if self._client is None or not self._connection_up():
-            logger.warning("not connected: %s not published", topic)
             return
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+        outbox = self._outbox
+        room = self._capacity()
+        while outbox and room > 0:
+            topic, payload, qos, retain = outbox.popleft()
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+            if qos:
+                room -= 1
 
     async def _receipt_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.receipt_interval)
             self._send_receipts()
+            self._pump()  # in case no PUBACK is on its way (after a reconnect)
+            while self._pending_receipts and self._connection_up() and not stop.is_set():
+                await asyncio.sleep(0.002)  # the broker's Receive Maximum was reached
+                self._send_receipts()
 
     def _send_receipts(self) -> None:
+        """Publish the pending receipts (QoS 1), as many as the broker lets us now.
+
+        Receipts are most of what ingest publishes, so they skip pydantic and gmqtt's
+        packet builder: the payload comes from a template (checked against the
+        protocol model in the tests), the packet is built here, stored in gmqtt's
+        QoS 1 store (replayed on session resume, dropped on PUBACK) and written in one go.
+        """
         if not self._pending_receipts or not self._connection_up():
             return
-        pending, self._pending_receipts = self._pending_receipts, {}
-        assert self._client is not None
-        for cabinet, upto in pending.items():
-            receipt = Receipt(cabinet=cabinet, upto_seq=upto)
-            topic = str(self.scheme.topic(cabinet, Channel.RECEIPTS))
-            self._client.publish(topic, encode(receipt), qos=1, retain=False)
-        self.metrics.receipts.inc(len(pending))
+        conn = self._handler.current_connection
+        store = self._client._persistent_storage if self._client is not None else None
+        room = self._capacity() - len(self._outbox)
+        if conn is None or store is None or room <= 0:
+            return
+        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ids = self._handler.id_generator
+        out = []
+        sent = 0
+        for cabinet in list(self._pending_receipts)[:room]:
+            upto = self._pending_receipts.pop(cabinet)
+            self._receipt_counter += 1
+            payload = receipt_payload(
+                f"{self._receipt_prefix}{self._receipt_counter:x}", ts, cabinet, upto
+            )
+            topic = f"{self.settings.prefix}/{cabinet}/receipts".encode()
+            mid = ids.next_id()
+            body = b"".join(
+                (len(topic).to_bytes(2, "big"), topic, mid.to_bytes(2, "big"), b"\x00", payload)
+            )
+            packet = b"\x32" + _varint(len(body)) + body
+            store.push_message(mid, packet)
+            out.append(packet)
+            sent += 1
+        conn.send_package(b"".join(out))
+        self.metrics.receipts.inc(sent)

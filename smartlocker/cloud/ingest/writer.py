@@ -40,27 +40,27 @@ from .deadletter import Reason, write_dead_letters
 from .intake import Inbound, Sorted, TopicCache, dead_letter_for, sort_batch
 from .metrics import IngestMetrics
 from .receipts import Cursor, EventKey, advance, lock_cursors, store_cursors
-from .seam import Rules, known_cabinets
+from .seam import Deliver, Rules, known_cabinets
 
 __all__ = ["Outcome", "Writer", "WriterSettings"]
 
 logger = logging.getLogger(__name__)
 
-_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS ingest_stage ("
-    " cabinet text, seq bigint, ts timestamptz, id text, type text, compartment text,"
-    " body text, received_at timestamptz) ON COMMIT DELETE ROWS"
-)
-_COPY = (
-    "COPY ingest_stage (cabinet, seq, ts, id, type, compartment, body, received_at)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-_COPY_TYPES = ["text", "int8", "timestamptz", "text", "text", "text", "text", "timestamptz"]
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE events) ON COMMIT DELETE ROWS"
+_COLUMNS = "(cabinet, seq, ts, id, type, compartment, body, received_at)"
+_COPY_EVENTS = f"COPY events {_COLUMNS} FROM STDIN (FORMAT BINARY)"
+_COPY = f"COPY ingest_stage {_COLUMNS} FROM STDIN (FORMAT BINARY)"
+#: ``body`` goes as bytes already in jsonb's binary wire form (no re-encoding here).
+_COPY_TYPES = ["text", "int8", "timestamptz", "text", "text", "text", "bytea", "timestamptz"]
 _MOVE = (
     "INSERT INTO events (cabinet, seq, ts, id, type, compartment, body, received_at)"
-    " SELECT cabinet, seq, ts, id, type, compartment, body::jsonb, received_at"
+    " SELECT cabinet, seq, ts, id, type, compartment, body, received_at"
     " FROM ingest_stage ON CONFLICT DO NOTHING RETURNING cabinet, seq, ts"
 )
+
+
+#: Seconds a provisioned cabinet is trusted without asking the database again.
+KNOWN_CABINETS_TTL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +82,6 @@ class Outcome:
     duplicates: int = 0
     dead: int = 0
     committed_at: float = 0.0
-
-
-#: Called in the writer thread, after a commit, with a connection and no transaction.
-Deliver = Callable[[psycopg.Connection[Any], list[Any]], None]
 
 
 class Writer:
@@ -114,6 +110,12 @@ class Writer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._next_sweep = 0.0
+        #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
+        self._touched: dict[str, datetime] = {}
+        self._known: set[str] = set()
+        self._known_since = 0.0
+        #: Cabinets whose cursor row exists (committed; cleared when a batch fails).
+        self._cursors_exist: set[str] = set()
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -161,8 +163,6 @@ class Writer:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.settings.database_url, autocommit=False)
-            self._conn.execute(_STAGE)
-            self._conn.commit()
             logger.info("writer connected to the database")
         return self._conn
 
@@ -180,9 +180,13 @@ class Writer:
                 return self._commit(batch)
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
+                self._touched.clear()  # what the rolled-back batch "wrote" was not
+                self._cursors_exist.clear()
                 logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._drop_connection()
             except Exception:
+                self._touched.clear()
+                self._cursors_exist.clear()
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -268,20 +272,31 @@ class Writer:
         cabinets = s.cabinets()
         if not cabinets:
             return
-        unknown = cabinets - known_cabinets(conn, cabinets)
+        # Provisioned cabinets are remembered for a minute (one query per batch spared);
+        # a cabinet not known yet is looked up every time, so new ones count at once.
+        clock = time.monotonic()
+        if clock - self._known_since > KNOWN_CABINETS_TTL:
+            self._known.clear()
+            self._known_since = clock
+        ask = cabinets - self._known
+        if not ask:
+            return
+        found = known_cabinets(conn, ask)
+        self._known |= found
+        unknown = ask - found
         if not unknown:
             return
 
-        def keep(message: Any) -> bool:
+        def keep(message: Any, item: Inbound | None = None) -> bool:
             if message.cabinet not in unknown:
                 return True
-            item = s.origin[id(message)]
+            item = item or s.origin[id(message)]
             s.dead.append(
                 dead_letter_for(item, Reason.UNKNOWN_CABINET, f"cabinet {message.cabinet!r}")
             )
             return False
 
-        s.events = [(m, p) for m, p in s.events if keep(m)]
+        s.events = [(m, i) for m, i in s.events if keep(m, i)]
         s.telemetry = [m for m in s.telemetry if keep(m)]
         s.statuses = [m for m in s.statuses if keep(m)]
         s.acks = [m for m in s.acks if keep(m)]
@@ -297,45 +312,105 @@ class Writer:
     ) -> None:
         if not s.events:
             return
-        unique: dict[tuple[str, int, datetime], tuple[Any, bytes]] = {}
-        for message, payload in s.events:
-            unique.setdefault((message.cabinet, message.seq, message.ts), (message, payload))
-        before = lock_cursors(conn, {k[0] for k in unique})
-        with conn.cursor() as cur:
-            with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                write = copy.write_row
-                origin = s.origin
-                for (cabinet, seq, ts), (m, payload) in unique.items():
-                    write(
-                        (
-                            cabinet,
-                            seq,
-                            ts,
-                            m.id,
-                            m.type,
-                            getattr(m, "compartment", None),
-                            payload.decode("utf-8"),
-                            origin[id(m)].received_at,
-                        )
-                    )
-            cur.execute(_MOVE)
-            inserted = {(r[0], r[1], r[2]) for r in cur.fetchall()}
+        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]] = {}
+        for message, item in s.events:
+            unique.setdefault((message.cabinet, message.seq, message.ts), (message, item))
+        before = lock_cursors(conn, {k[0] for k in unique}, self._cursors_exist)
+        # Every committed event went through its cursor, so an event above the
+        # committed seq and not among those waiting above a gap is new: only the
+        # others are looked up. The unique key still decides (see _insert_events).
+        maybe_old = [
+            k for k in unique if k[1] <= (c := before[k[0]]).committed_seq or k[1] in c.ahead
+        ]
+        old = self._existing(conn, maybe_old) if maybe_old else set()
+        fresh = [k for k in unique if k not in old] if old else list(unique)
+        inserted = self._insert_events(conn, s, unique, fresh)
         outcome.new_events = len(inserted)
         outcome.duplicates = len(s.events) - len(inserted)
         per_cabinet: dict[str, list[EventKey]] = {}
         for key, (m, _) in unique.items():
-            per_cabinet.setdefault(key[0], []).append(
-                EventKey(key[1], key[2], key in inserted, m.type == "boot")
-            )
+            keys = per_cabinet.get(key[0])
+            if keys is None:
+                keys = per_cabinet[key[0]] = []
+            keys.append(EventKey(key[1], key[2], key in inserted, m.type == "boot"))
         after: dict[str, Cursor] = {
             name: advance(before[name], keys, now) for name, keys in per_cabinet.items()
         }
         store_cursors(conn, before, after, now)
         outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
         if inserted:
-            new = [unique[k][0] for k in sorted(inserted, key=lambda k: (k[0], k[1], k[2]))]
+            new = [unique[k][0] for k in sorted(inserted)]  # (cabinet, seq, ts) order
             effects.append(self.rules.on_events(conn, new, now))
+
+    @staticmethod
+    def _existing(
+        conn: psycopg.Connection[Any], keys: list[tuple[str, int, datetime]]
+    ) -> set[tuple[str, int, datetime]]:
+        rows = conn.execute(
+            "SELECT e.cabinet, e.seq, e.ts FROM events e"
+            " JOIN unnest(%s::text[], %s::bigint[], %s::timestamptz[]) AS u(c, s, t)"
+            " ON e.cabinet = u.c AND e.seq = u.s AND e.ts = u.t",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        ).fetchall()
+        return {(r[0], r[1], r[2]) for r in rows}
+
+    def _insert_events(
+        self,
+        conn: psycopg.Connection[Any],
+        s: Sorted,
+        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]],
+        fresh: list[tuple[str, int, datetime]],
+    ) -> set[tuple[str, int, datetime]]:
+        """COPY the new events straight into ``events``; returns their keys.
+
+        If another worker committed one of them meanwhile (the unique key says so),
+        fall back to staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+        """
+        if not fresh:
+            return set()
+        try:
+            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+                copy.set_types(_COPY_TYPES)
+                write = copy.write_row
+                for key in fresh:
+                    m, item = unique[key]
+                    write(
+                        (
+                            key[0],
+                            key[1],
+                            key[2],
+                            m.id,
+                            m.type,
+                            getattr(m, "compartment", None),
+                            b"\x01" + item.payload,  # jsonb binary: version 1, then text
+                            item.received_at,
+                        )
+                    )
+            return set(fresh)
+        except psycopg.errors.UniqueViolation:
+            logger.info(
+                "concurrent duplicate in a batch of %d; inserting with ON CONFLICT", len(fresh)
+            )
+        with conn.cursor() as cur:
+            conn.execute(_STAGE)
+            with cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for key in fresh:
+                    m, item = unique[key]
+                    copy.write_row(
+                        (
+                            key[0],
+                            key[1],
+                            key[2],
+                            m.id,
+                            m.type,
+                            getattr(m, "compartment", None),
+                            b"\x01" + item.payload,
+                            item.received_at,
+                        )
+                    )
+            cur.execute(_MOVE)
+            return {(r[0], r[1], r[2]) for r in cur.fetchall()}
 
     def _write_telemetry(
         self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
@@ -380,7 +455,17 @@ class Writer:
         for st in s.statuses:
             if st.online and (st.cabinet not in seen or st.ts > seen[st.cabinet]):
                 seen[st.cabinet] = st.ts
-        seen = {k: min(v, now) for k, v in seen.items()}
+        # last_seen moves in steps of TOUCH_RESOLUTION: skip what this worker wrote lately.
+        step = presence.TOUCH_RESOLUTION
+        written = self._touched
+        seen = {
+            k: min(v, now)
+            for k, v in seen.items()
+            if (w := written.get(k)) is None or v - w >= step or v < w
+        }
+        if len(written) > 1_000_000:
+            written.clear()
+        written.update(seen)
         back = presence.touch(conn, seen)
         births = {st.cabinet for st in s.statuses if st.online}
         revived = [(name, at) for name, at in back if name not in births]
@@ -401,6 +486,7 @@ class Writer:
         conn = self._connection()
         now = self.clock()
         effects: list[Any] = []
+        self._touched.clear()  # so traffic from cabinets swept offline revives them at once
         with conn.transaction():
             presence.sweep(
                 conn,
@@ -409,6 +495,8 @@ class Writer:
                 lambda st: effects.append(self.rules.on_status(conn, st, now)),
                 lambda name, seen: effects.append(self.rules.on_silence(conn, name, seen, now)),
             )
+            # Deadlines and expiries of the rules (parcels, commands) ride on the sweep.
+            effects.append(self.rules.on_tick(conn, now))
         self._deliver(conn, effects)
 
     def _deliver(self, conn: psycopg.Connection[Any], effects: list[Any]) -> None:
@@ -417,6 +505,11 @@ class Writer:
             return
         try:
             self.deliver(conn, effects)
+        except psycopg.OperationalError as exc:
+            logger.warning(
+                "downlink of %d effect(s) failed: database unavailable (%s)", len(effects), exc
+            )
+            self._drop_connection()
         except Exception:
             # Committed state is the truth: a desired state not published now is
             # republished by the next change or the cabinet's next report.

@@ -25,18 +25,16 @@ from .lifecycle import (
 )
 from .parcels import (
     Deposit,
-    Notification,
     Reservation,
     cancel_parcel,
     expire_overdue,
     extend_deadline,
-    mark_notification_sent,
     record_deposit,
     record_pickup,
     record_return,
+    request_opening,
     resend_pickup_code,
     reserve_parcel,
-    take_notifications,
 )
 
 __all__ = [
@@ -51,7 +49,6 @@ __all__ = [
     "CommandStatus",
     "Deposit",
     "FeePolicy",
-    "Notification",
     "ParcelState",
     "Reservation",
     "Transition",
@@ -66,13 +63,12 @@ __all__ = [
     "is_allowed",
     "issue_code",
     "load_fee_policy",
-    "mark_notification_sent",
     "raise_alert",
     "record_deposit",
     "record_pickup",
     "record_return",
+    "request_opening",
     "resend_pickup_code",
     "reserve_parcel",
     "revoke_codes",
-    "take_notifications",
 ]

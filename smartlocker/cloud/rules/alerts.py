@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from ..errors import NotFound
+from .notifications import notify_alert
 
 __all__ = ["AlertKind", "ack_alert", "clear_alert", "raise_alert"]
 
@@ -57,6 +58,15 @@ def raise_alert(
     assert row is not None
     if row[1]:
         logger.warning("alert raised: %s %s %s (%s)", cabinet, compartment or "-", kind, detail)
+        notify_alert(
+            conn,
+            int(row[0]),
+            raised=True,
+            cabinet=cabinet,
+            kind=kind.value,
+            compartment=compartment,
+            at=now,
+        )
     return int(row[0]), bool(row[1])
 
 
@@ -79,6 +89,15 @@ def clear_alert(
     if row is None:
         return None
     logger.info("alert cleared: %s %s %s", cabinet, compartment or "-", kind)
+    notify_alert(
+        conn,
+        int(row[0]),
+        raised=False,
+        cabinet=cabinet,
+        kind=kind.value,
+        compartment=compartment,
+        at=now,
+    )
     return int(row[0])
 
 

@@ -173,7 +173,7 @@ def set_compartment(
     with conn.transaction():
         row = conn.execute(
             "SELECT enabled, out_of_service FROM compartments WHERE cabinet = %s AND id = %s"
-            " FOR UPDATE",
+            " FOR NO KEY UPDATE",
             (cabinet, compartment),
         ).fetchone()
         if row is None:

@@ -29,6 +29,7 @@ __all__ = [
     "Transition",
     "apply_transition",
     "is_allowed",
+    "lock_parcel",
     "occupancy_of",
 ]
 
@@ -98,6 +99,29 @@ class Transition:
     at: datetime
 
 
+def lock_parcel(conn: psycopg.Connection[Any], parcel: str) -> tuple[ParcelState, str, str]:
+    """Lock the parcel's compartment, then the parcel; returns (state, cabinet, compartment).
+
+    The lock order of the rules is cabinet → compartment → parcel → codes: ingest
+    holds compartment rows (door events) for its whole batch, so anything that
+    changes a parcel takes the compartment first, or the two could deadlock.
+    """
+    where = conn.execute(
+        "SELECT cabinet, compartment FROM parcels WHERE id = %s", (parcel,)
+    ).fetchone()
+    if where is None:
+        raise NotFound(f"no parcel {parcel}", parcel=parcel)
+    conn.execute(
+        "SELECT 1 FROM compartments WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
+        (where[0], where[1]),
+    )
+    row = conn.execute(
+        "SELECT state FROM parcels WHERE id = %s FOR NO KEY UPDATE", (parcel,)
+    ).fetchone()
+    assert row is not None  # parcels are never deleted while their compartment exists
+    return ParcelState(row[0]), str(where[0]), str(where[1])
+
+
 def apply_transition(
     conn: psycopg.Connection[Any],
     parcel: str,
@@ -117,14 +141,7 @@ def apply_transition(
     """
     target = ParcelState(to_state)
     with conn.transaction():
-        row = conn.execute(
-            "SELECT state, cabinet, compartment FROM parcels WHERE id = %s FOR UPDATE",
-            (parcel,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no parcel {parcel}", parcel=parcel)
-        current = ParcelState(row[0])
-        cabinet, compartment = row[1], row[2]
+        current, cabinet, compartment = lock_parcel(conn, parcel)
         if (expect is not None and current != ParcelState(expect)) or not is_allowed(
             current, target
         ):
@@ -165,5 +182,11 @@ def apply_transition(
                 Jsonb(detail) if detail else None,
             ),
         )
+        transition = Transition(parcel, cabinet, compartment, current, target, now)
+        # Who must hear of it, queued in this same transaction (imported here: that
+        # module builds on this one's types).
+        from .notifications import notify_transition
+
+        notify_transition(conn, transition)
     logger.info("parcel %s: %s → %s (%s)", parcel, current.value, target.value, actor)
-    return Transition(parcel, cabinet, compartment, current, target, now)
+    return transition

@@ -3,14 +3,15 @@
 Each function works in the caller's transaction and takes ``now``. State changes
 go through :func:`~.lifecycle.apply_transition` only. Codes: a reservation's
 deposit code is returned to the caller once (the courier, or the customer who
-sends a parcel); a pickup code issued at deposit goes to the notification
-outbox (``notifications``), the only place a clear code exists until it is
-delivered (:func:`take_notifications` / :func:`mark_notification_sent` blank it).
+sends a parcel); a pickup code issued at deposit goes to the recipient through
+the outbound-message outbox (:mod:`.notifications`), the only place a clear code
+exists until it is delivered (the worker erases it then).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,32 +19,34 @@ from typing import Any
 
 import psycopg
 
-from ..errors import NotFound, ValidationFailed
+from ..errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from ..keys import CloudKeys
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
+from .commands import CommandRow, create_command
 from .fees import compute_fee, load_fee_policy
-from .lifecycle import ParcelState, Transition, apply_transition, occupancy_of
+from .fleet import audit
+from .lifecycle import ParcelState, Transition, apply_transition, lock_parcel, occupancy_of
+from .notifications import Preferences, notify_code, notify_reservation
 
 __all__ = [
     "Deposit",
-    "Notification",
     "Reservation",
     "cancel_parcel",
     "expire_overdue",
     "extend_deadline",
-    "mark_notification_sent",
     "record_deposit",
     "record_pickup",
     "record_return",
+    "request_opening",
     "resend_pickup_code",
     "reserve_parcel",
-    "take_notifications",
 ]
 
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("inbound", "outbound")
+_PARCEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +65,8 @@ class Reservation:
 class Deposit:
     transition: Transition
     deadline: datetime
-    notification: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    id: int
-    parcel: str
-    kind: str
-    recipient: str | None
-    code: str | None
+    #: The outbox row carrying the pickup code (None: the parcel has no recipient).
+    notification: int | None
 
 
 def reserve_parcel(
@@ -89,13 +84,19 @@ def reserve_parcel(
     reference: str | None = None,
     deadline: datetime | None = None,
     parcel: str | None = None,
+    preferences: Preferences | None = None,
 ) -> Reservation:
     """Allocate a compartment and reserve it; raises ``NoCompartmentAvailable``."""
     if direction not in DIRECTIONS:
         raise ValidationFailed(f"direction must be inbound or outbound, not {direction!r}")
     if deadline is not None and deadline <= now:
         raise ValidationFailed("the deadline is in the past", deadline=deadline.isoformat())
+    if parcel is not None and not _PARCEL_ID.fullmatch(parcel):
+        raise ValidationFailed(f"bad parcel id {parcel!r} ([A-Za-z0-9_-]{{1,64}})")
     parcel = parcel or uuid.uuid4().hex
+    prefs = preferences or Preferences()
+    if conn.execute("SELECT 1 FROM parcels WHERE id = %s", (parcel,)).fetchone() is not None:
+        raise Conflict(f"parcel {parcel} exists", parcel=parcel)
     with conn.transaction():
         spot = allocate(conn, size=size, site=site, cabinet=cabinet, temperature=temperature)
         hours_row = conn.execute(
@@ -104,8 +105,9 @@ def reserve_parcel(
         assert hours_row is not None
         conn.execute(
             "INSERT INTO parcels (id, site, cabinet, compartment, direction, size,"
-            " needs_temperature, state, reference, recipient, deadline, reserved_at, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s, %s)",
+            " needs_temperature, state, reference, recipient, deadline, reserved_at, created_by,"
+            " notify_channel, locale, courier_contact, courier_channel)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 parcel,
                 spot.site,
@@ -119,6 +121,10 @@ def reserve_parcel(
                 deadline,
                 now,
                 actor,
+                prefs.channel,
+                prefs.locale,
+                prefs.courier_contact,
+                prefs.courier_channel,
             ),
         )
         conn.execute(
@@ -134,6 +140,7 @@ def reserve_parcel(
         if deadline is not None:
             valid_until = min(valid_until, deadline)
         code = issue_code(conn, keys, parcel, "deposit", valid_until=valid_until, now=now)
+        notify_reservation(conn, parcel)
     logger.info("parcel %s reserved in %s/%s", parcel, spot.cabinet, spot.compartment)
     return Reservation(
         parcel, spot.site, spot.cabinet, spot.compartment, spot.size, code, valid_until
@@ -165,7 +172,7 @@ def record_deposit(
         )
         conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
         code = issue_code(conn, keys, parcel, "pickup", valid_until=deadline, now=now)
-        note = _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+        note = notify_code(conn, parcel, code)
     return Deposit(transition, deadline, note)
 
 
@@ -215,13 +222,19 @@ def cancel_parcel(
 def expire_overdue(conn: psycopg.Connection[Any], now: datetime) -> list[Transition]:
     """Every deposited parcel past its deadline → expired (pickup code revoked)."""
     done: list[Transition] = []
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT id FROM parcels WHERE state = 'deposited' AND deadline <= %s"
-            " ORDER BY deadline FOR UPDATE SKIP LOCKED",
-            (now,),
-        ).fetchall()
-        for (parcel,) in rows:
+    candidates = conn.execute(
+        "SELECT id FROM parcels WHERE state = 'deposited' AND deadline <= %s ORDER BY deadline",
+        (now,),
+    ).fetchall()
+    for (parcel,) in candidates:
+        with conn.transaction():
+            state, _, _ = lock_parcel(conn, parcel)  # compartment → parcel, then re-check
+            still = conn.execute(
+                "SELECT 1 FROM parcels WHERE id = %s AND state = 'deposited' AND deadline <= %s",
+                (parcel, now),
+            ).fetchone()
+            if state is not ParcelState.DEPOSITED or still is None:
+                continue  # picked up or extended meanwhile
             done.append(
                 apply_transition(
                     conn, parcel, ParcelState.EXPIRED, now=now, actor="system", cause="deadline"
@@ -237,58 +250,87 @@ def extend_deadline(
     if deadline <= now:
         raise ValidationFailed("the new deadline is in the past")
     with conn.transaction():
-        row = conn.execute(
-            "SELECT state FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no parcel {parcel}", parcel=parcel)
-        if row[0] not in ("reserved", "deposited"):
-            raise ValidationFailed(f"a {row[0]} parcel has no deadline to extend")
+        state = lock_parcel(conn, parcel)[0]
+        if state not in (ParcelState.RESERVED, ParcelState.DEPOSITED):
+            raise ValidationFailed(f"a {state.value} parcel has no deadline to extend")
         conn.execute("UPDATE parcels SET deadline = %s WHERE id = %s", (deadline, parcel))
         conn.execute(
             "UPDATE codes SET valid_until = %s WHERE parcel = %s AND kind = 'pickup'"
             " AND used_at IS NULL AND revoked_at IS NULL",
             (deadline, parcel),
         )
-        conn.execute(
-            "INSERT INTO parcel_history (parcel, at, from_state, to_state, actor, cause, detail)"
-            " VALUES (%s, %s, %s, %s, %s, 'extend', jsonb_build_object('deadline', %s::text))",
-            (parcel, now, row[0], row[0], actor, deadline.isoformat()),
+        # Not a transition: parcel_history holds transitions only; this is an operator action.
+        audit(
+            conn,
+            actor=actor,
+            action="parcel.extend",
+            target_kind="parcel",
+            target=parcel,
+            now=now,
+            detail={"deadline": deadline.isoformat()},
         )
 
 
 def resend_pickup_code(
     conn: psycopg.Connection[Any], keys: CloudKeys, parcel: str, *, now: datetime, actor: str
-) -> int:
-    """A fresh pickup code (the old one is revoked) into the outbox; returns its row id."""
+) -> int | None:
+    """A fresh pickup code (the old one is revoked) into the outbox; returns its row id
+    (None when the parcel has no recipient contact to send it to)."""
     with conn.transaction():
+        lock_parcel(conn, parcel)
         row = conn.execute(
-            "SELECT state, deadline, recipient FROM parcels WHERE id = %s FOR UPDATE", (parcel,)
+            "SELECT state, deadline, recipient FROM parcels WHERE id = %s", (parcel,)
         ).fetchone()
-        if row is None:
-            raise NotFound(f"no parcel {parcel}", parcel=parcel)
+        assert row is not None
         if row[0] != "deposited":
             raise ValidationFailed(f"a {row[0]} parcel has no pickup code")
         code = issue_code(conn, keys, parcel, "pickup", valid_until=row[1], now=now)
         logger.info("pickup code of %s re-issued by %s", parcel, actor)
-        return _enqueue(conn, parcel, "pickup_code", row[2], code, now)
+        return notify_code(conn, parcel, code)
 
 
-def take_notifications(conn: psycopg.Connection[Any], limit: int = 100) -> list[Notification]:
-    """Pending notifications (locked for this transaction; other senders skip them)."""
-    rows = conn.execute(
-        "SELECT id, parcel, kind, recipient, code FROM notifications WHERE sent_at IS NULL"
-        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-        (limit,),
-    ).fetchall()
-    return [Notification(*row) for row in rows]
+#: Which parcel state a remote opening for each purpose needs, and where it leads.
+_OPENING = {
+    "deposit": (ParcelState.RESERVED, ParcelState.DEPOSITED),
+    "pickup": (ParcelState.DEPOSITED, ParcelState.PICKED_UP),
+    "return": (ParcelState.EXPIRED, ParcelState.RETURNED),
+}
 
 
-def mark_notification_sent(conn: psycopg.Connection[Any], note: int, *, now: datetime) -> None:
-    """Delivered: blank the clear code."""
-    conn.execute(
-        "UPDATE notifications SET sent_at = %s, code = NULL, attempts = attempts + 1 WHERE id = %s",
-        (now, note),
+def request_opening(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    purpose: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> CommandRow:
+    """An unlock command for a parcel's compartment (API: deposit, app pickup, return).
+
+    Refuses (:class:`InvalidTransition`) when the parcel is not in the state the
+    purpose needs; the parcel moves later, when the cabinet reports the door
+    opened and closed. Send it with :func:`smartlocker.cloud.downlink.send_command`.
+    """
+    if purpose not in _OPENING:
+        raise ValidationFailed(f"purpose must be one of {', '.join(_OPENING)}")
+    need, goal = _OPENING[purpose]
+    row = conn.execute(
+        "SELECT state, cabinet, compartment FROM parcels WHERE id = %s", (parcel,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no parcel {parcel}", parcel=parcel)
+    if row[0] != need.value:
+        raise InvalidTransition(parcel, row[0], goal.value)
+    return create_command(
+        conn,
+        row[1],
+        row[2],
+        reason=reason or purpose,
+        actor=actor,
+        now=now,
+        parcel=parcel,
+        purpose=purpose,
     )
 
 
@@ -296,23 +338,6 @@ def revoke_parcel_codes(
     conn: psycopg.Connection[Any], parcel: str, *, now: datetime, reason: str
 ) -> int:
     return revoke_codes(conn, parcel, now=now, reason=reason)
-
-
-def _enqueue(
-    conn: psycopg.Connection[Any],
-    parcel: str,
-    kind: str,
-    recipient: str | None,
-    code: str,
-    now: datetime,
-) -> int:
-    row = conn.execute(
-        "INSERT INTO notifications (parcel, kind, recipient, code, created_at)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (parcel, kind, recipient, code, now),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def _record_fee(conn: psycopg.Connection[Any], parcel: str, now: datetime) -> None:

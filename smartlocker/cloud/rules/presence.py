@@ -2,8 +2,9 @@
 
 Anti-flap: a cabinet goes offline only on its last will or when the caller
 (ingest, which owns the timing) reports silence; any message marks it seen and,
-if it was offline, online again. A status older than the last change is stale
-(a retained message replayed on reconnect) and ignored.
+if it was offline, online again. Times are receipt times (``now``), never
+the cabinet's ``ts``: a last will carries the time it was configured, at connect,
+which is older than the birth that follows it.
 """
 
 from __future__ import annotations
@@ -15,22 +16,27 @@ from typing import Any
 import psycopg
 
 from .alerts import AlertKind, clear_alert, raise_alert
+from .notifications import notify_presence
 
 __all__ = ["mark_offline", "mark_online", "touch"]
 
 logger = logging.getLogger(__name__)
 
 
-def touch(conn: psycopg.Connection[Any], cabinet: str, *, at: datetime, now: datetime) -> bool:
-    """Traffic from ``cabinet`` seen at ``at``; brings it online. Returns whether it exists."""
+def touch(conn: psycopg.Connection[Any], cabinet: str, *, now: datetime) -> bool:
+    """Traffic from ``cabinet`` received ``now``; brings it online. Returns whether it exists.
+
+    Receipt time, not the message's ``ts``: an old event replayed from the
+    cabinet's outbox still proves the cabinet is connected now.
+    """
     row = conn.execute(
         "UPDATE cabinets SET last_seen = greatest(last_seen, %s) WHERE id = %s RETURNING online",
-        (at, cabinet),
+        (now, cabinet),
     ).fetchone()
     if row is None:
         return False
     if not row[0]:
-        mark_online(conn, cabinet, at=at, now=now)
+        mark_online(conn, cabinet, at=now, now=now)
     return True
 
 
@@ -53,7 +59,8 @@ def mark_online(
     ).fetchone()
     if row is None:
         return False
-    clear_alert(conn, cabinet, AlertKind.OFFLINE, now=now)
+    if clear_alert(conn, cabinet, AlertKind.OFFLINE, now=now) is not None:
+        notify_presence(conn, cabinet, online=True, at=at)
     return True
 
 
@@ -71,4 +78,5 @@ def mark_offline(
         return False
     logger.warning("cabinet %s offline: %s", cabinet, why)
     raise_alert(conn, cabinet, AlertKind.OFFLINE, now=now, detail=why)
+    notify_presence(conn, cabinet, online=False, at=at)
     return True

@@ -1,8 +1,8 @@
 -- The core schema of the business rules (docs/cloud.md): sites, cabinets,
--- compartments, parcels and their history, codes (keyed hashes only), the
--- notification outbox, commands, desired-state versions, alerts, API keys and
--- the operator audit. Ordinary tables on every edition: only events and
--- telemetry (0003_ingest.sql) are time series.
+-- compartments, parcels and their history, codes (keyed hashes only),
+-- commands, desired-state versions, alerts, API keys and the operator audit
+-- (the outbound-message outbox is 0005_notify.sql). Ordinary tables on every
+-- edition: only events and telemetry (0003_ingest.sql) are time series.
 
 -- Sizes in the order allocation tries them: the smallest that fits first.
 CREATE TABLE compartment_sizes (
@@ -153,20 +153,6 @@ CREATE UNIQUE INDEX codes_active_hash
     ON codes (cabinet, hash) WHERE used_at IS NULL AND revoked_at IS NULL;
 CREATE UNIQUE INDEX codes_active_per_parcel
     ON codes (parcel, kind) WHERE used_at IS NULL AND revoked_at IS NULL;
-
--- The notification outbox: the one place a clear code exists, only until it is
--- delivered to the recipient (then `code` is blanked). See docs/cloud.md.
-CREATE TABLE notifications (
-    id bigserial PRIMARY KEY,
-    parcel text NOT NULL REFERENCES parcels (id) ON DELETE CASCADE,
-    kind text NOT NULL CHECK (kind IN ('pickup_code', 'deposit_code')),
-    recipient text,
-    code text,
-    created_at timestamptz NOT NULL,
-    sent_at timestamptz,
-    attempts integer NOT NULL DEFAULT 0
-);
-CREATE INDEX notifications_pending ON notifications (id) WHERE sent_at IS NULL;
 
 -- Imperative commands (downlink.py) and their lifecycle.
 CREATE TABLE commands (

@@ -1,0 +1,494 @@
+"""``smartlocker bench unlock``: HTTP unlock → MQTT → a real cabinet → ack → HTTP answer.
+
+Everything runs privately on this machine: PostgreSQL with TimescaleDB (the
+repository's scripts), Mosquitto with passwords and the contract ACL, the API under
+gunicorn (``smartlocker cloud api``), ingest with the real rules (``smartlocker cloud
+ingest``), and real edge agents on mock pins whose doors open the instant the lock is
+pulsed (:mod:`.instant_cabinet`). Cabinets are provisioned through the API, which
+registers their passwords with the broker.
+
+Two phases, each request ``POST …/unlock?wait=5`` answered once the ack is ingested:
+
+* sequential: one client, one request at a time (latency p50/p99);
+* concurrent: N clients for D seconds, each on its own compartment (throughput).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+from smartlocker.embedded import MosquittoBroker, free_port
+from smartlocker.protocol import generate_private_key, private_key_pem
+
+__all__ = ["UnlockBenchConfig", "run_unlock_bench"]
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOUD_USER = "cloud"
+
+
+@dataclass(frozen=True)
+class UnlockBenchConfig:
+    sequential: int = 500
+    clients: int = 20
+    duration: float = 10.0
+    warmup: int = 50
+    cabinets: int = 4
+    compartments: int = 8
+    api_workers: int = 2
+    api_threads: int = 16
+    timescaledb: bool = True
+    #: TCP_NODELAY on the agents' MQTT sockets (the agent does not set it itself).
+    agent_nodelay: bool = False
+
+
+class _Probe:
+    """Watches commands and acks on the broker (as the cloud account), with arrival times.
+
+    Splits each round trip into the API leg (request → command on the broker), the
+    cabinet leg (command → ack on the broker) and the return leg (ack → HTTP answer:
+    ingest, the commit, NOTIFY, the waiting worker).
+    """
+
+    def __init__(self, host: str, port: int, username: str, password: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.username_pw_set(username, password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.connect(host, port)
+        client.loop_start()
+        self._client = client
+        self._ready.wait(10)
+
+    def _on_connect(self, client: Any, *_: Any) -> None:
+        client.subscribe([("lockers/+/commands", 0), ("lockers/+/acks", 0)])
+        self._ready.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        at = time.time()
+        data = json.loads(msg.payload)
+        key = ("ack", data["command_id"]) if data["type"] == "ack" else ("command", data["id"])
+        with self._lock:
+            self.seen.setdefault(key, at)
+
+    def legs(self, requests_: list[tuple[str, float, float]]) -> dict[str, float]:
+        api, cabinet, back = [], [], []
+        with self._lock:
+            for command, t0, t1 in requests_:
+                sent = self.seen.get(("command", command))
+                acked = self.seen.get(("ack", command))
+                if sent is None or acked is None:
+                    continue
+                api.append(sent - t0)
+                cabinet.append(acked - sent)
+                back.append(t1 - acked)
+        if not api:
+            return {}
+        return {
+            "request_to_command_p50_ms": round(statistics.median(api) * 1000, 2),
+            "command_to_ack_p50_ms": round(statistics.median(cabinet) * 1000, 2),
+            "ack_to_answer_p50_ms": round(statistics.median(back) * 1000, 2),
+        }
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in latencies]
+    return {
+        "n": len(ms),
+        "p50_ms": round(_percentile(ms, 0.50), 2),
+        "p90_ms": round(_percentile(ms, 0.90), 2),
+        "p99_ms": round(_percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
+
+
+class _Processes:
+    """Every service the bench starts, stopped in reverse order whatever happens."""
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+
+    def add(self, stopper: Any) -> None:
+        self.stack.append(stopper)
+
+    def close(self) -> None:
+        while self.stack:
+            stop = self.stack.pop()
+            try:
+                stop()
+            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                logger.warning("stopping a bench service: %s", exc)
+
+
+def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> str:
+    scripts = ROOT / "scripts"
+    if not (scripts / "pg-cluster.sh").exists():
+        raise RuntimeError(f"the bench needs a source checkout with scripts/ (in {ROOT})")
+    datadir = Path(tempfile.mkdtemp(prefix="slunlock-", dir="/tmp"))
+    datadir.chmod(0o711)
+    cmd = [str(scripts / "pg-cluster.sh"), "start", str(datadir / "data"), str(free_port())]
+    if timescaledb:
+        prefix = (
+            os.environ.get("SMARTLOCKER_TIMESCALEDB_PREFIX")
+            or subprocess.run(
+                [str(scripts / "build-timescaledb.sh")], check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        cmd += ["--timescaledb", prefix]
+    url = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+    def stop() -> None:
+        subprocess.run(
+            [str(scripts / "pg-cluster.sh"), "stop", str(datadir / "data")],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(datadir, ignore_errors=True)
+
+    procs.add(stop)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE smartlocker")
+    db = url.rsplit("/", 1)[0] + "/smartlocker"
+    if timescaledb:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    return db
+
+
+def _toml(config: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        return json.dumps(str(v))
+
+    lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, list)]
+    for table in config.get("compartments", []):
+        lines.append("\n[[compartments]]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[str, Any]:
+    from smartlocker.cloud.api.auth import Role, create_key
+    from smartlocker.cloud.db import detect_edition, migrate
+
+    smartlocker = str(Path(sys.executable).with_name("smartlocker"))
+    work = Path(tempfile.mkdtemp(prefix="slbench-unlock-"))
+    procs = _Processes()
+    procs.add(lambda: shutil.rmtree(work, ignore_errors=True))
+    try:
+        db = _postgres(work, cfg.timescaledb, procs)
+        migrate(db)
+        with psycopg.connect(db) as conn:
+            edition = detect_edition(conn).value
+            admin = create_key(conn, name="bench", role=Role.ADMIN, sites=None).token
+        key_file = work / "cloud.pem"
+        key_file.write_bytes(private_key_pem(generate_private_key()))
+        key_file.chmod(0o600)
+
+        cloud_password = secrets.token_urlsafe(16)
+        broker = MosquittoBroker(
+            work / "broker", users={CLOUD_USER: cloud_password}, cloud_users=[CLOUD_USER]
+        )
+        broker.start()
+        procs.add(broker.stop)
+        pid_file = work / "mosquitto.pid"
+        pid_file.write_text(str(broker.pid))
+        cloud_url = f"mqtt://{CLOUD_USER}:{cloud_password}@{broker.host}:{broker.port}"
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "SMARTLOCKER_DATABASE_URL": db,
+            "SMARTLOCKER_MQTT_URL": cloud_url,
+            "SMARTLOCKER_SIGNING_KEY": str(key_file),
+            "SMARTLOCKER_API_BIND": f"127.0.0.1:{port}",
+            "SMARTLOCKER_MOSQUITTO_PASSWD": str(broker.password_path),
+            "SMARTLOCKER_MOSQUITTO_PID": str(pid_file),
+            "SMARTLOCKER_API_UNLOCKS_PER_MINUTE": "1000000",
+        }
+        with open(work / "api.log", "wb") as log:
+            api = subprocess.Popen(
+                [
+                    smartlocker,
+                    "--log-level",
+                    "WARNING",
+                    "cloud",
+                    "api",
+                    "--workers",
+                    str(cfg.api_workers),
+                    "--threads",
+                    str(cfg.api_threads),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.add(lambda: _stop_process(api, signal.SIGINT))
+        with open(work / "ingest.log", "wb") as log:
+            ingest = subprocess.Popen(
+                [
+                    smartlocker,
+                    "--log-level",
+                    "WARNING",
+                    "cloud",
+                    "ingest",
+                    "--batch-delay",
+                    "0.0005",
+                    "--client-id",
+                    "ingest-bench",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.add(lambda: _stop_process(ingest, signal.SIGTERM))
+        base = f"http://127.0.0.1:{port}"
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {admin}"
+        _wait(lambda: _ready(session, base, api), 30, "the API")
+
+        session.post(
+            base + "/api/v1/sites", json={"id": "bench", "name": "Bench"}
+        ).raise_for_status()
+        targets: list[tuple[str, str]] = []
+        configs: list[Path] = []
+        for i in range(cfg.cabinets):
+            cabinet = f"bench-{i}"
+            ids = [f"C{j}" for j in range(cfg.compartments)]
+            r = session.post(
+                base + "/api/v1/cabinets",
+                json={
+                    "id": cabinet,
+                    "site": "bench",
+                    "compartments": [{"id": c, "size": "m"} for c in ids],
+                },
+            )
+            r.raise_for_status()
+            creds = r.json()["credentials"]
+            public = work / f"{cabinet}.pub"
+            public.write_text(creds["cloud_public_key_pem"])
+            config = {
+                "cabinet": cabinet,
+                "mqtt_url": broker.url,
+                "mqtt_username": creds["mqtt_username"],
+                "mqtt_password": creds["mqtt_password"],
+                "cloud_public_key": str(public),
+                "code_key": creds["code_key_hex"],
+                "data_dir": str(work / f"{cabinet}-data"),
+                "kiosk_bind": "127.0.0.1:0",
+                "telemetry_interval_s": 30.0,
+                "reconnect_min_s": 0.05,
+                "reconnect_max_s": 1.0,
+                "compartments": [
+                    {
+                        "id": c,
+                        "lock_pin": 2 + j,
+                        "door_pin": 2 + cfg.compartments + j,
+                        "pulse_ms": 2,
+                        "max_pulse_ms": 50,
+                        "debounce_ms": 0,
+                        "open_window_s": 2.0,
+                        "held_open_s": 60.0,
+                    }
+                    for j, c in enumerate(ids)
+                ],
+            }
+            path = work / f"{cabinet}.toml"
+            path.write_text(_toml(config))
+            configs.append(path)
+            targets += [(cabinet, c) for c in ids]
+        with open(work / "cabinets.log", "wb") as log:
+            cabinets = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "smartlocker.bench.instant_cabinet",
+                    *(["--nodelay"] if cfg.agent_nodelay else []),
+                    *map(str, configs),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.add(lambda: _stop_process(cabinets, signal.SIGTERM))
+        _wait(
+            lambda: all(
+                session.get(f"{base}/api/v1/cabinets/{c}").json()["online"]
+                for c in {t[0] for t in targets}
+            ),
+            30,
+            "the cabinets to come online",
+        )
+
+        probe = _Probe(broker.host, broker.port, CLOUD_USER, cloud_password)
+        procs.add(probe.close)
+        timeline: list[tuple[str, float, float]] = []
+
+        def unlock(s: requests.Session, cabinet: str, compartment: str) -> tuple[float, bool]:
+            w0, t0 = time.time(), time.perf_counter()
+            r = s.post(
+                f"{base}/api/v1/cabinets/{cabinet}/compartments/{compartment}/unlock",
+                params={"wait": "5"},
+                json={"reason": "benchmark"},
+                timeout=30,
+            )
+            elapsed = time.perf_counter() - t0
+            ok = r.status_code == 200 and r.json()["status"] == "succeeded"
+            if r.status_code in (200, 202):
+                timeline.append((r.json()["id"], w0, time.time()))
+            return elapsed, ok
+
+        for i in range(cfg.warmup):
+            unlock(session, *targets[i % len(targets)])
+        latencies: list[float] = []
+        failures = 0
+        for i in range(cfg.sequential):
+            elapsed, ok = unlock(session, *targets[i % len(targets)])
+            latencies.append(elapsed)
+            failures += not ok
+        sequential: dict[str, Any] = {**_summary(latencies), "failures": failures}
+        sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
+        sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
+
+        results: list[list[tuple[float, bool]]] = [[] for _ in range(cfg.clients)]
+        stop_at = time.perf_counter() + cfg.duration
+
+        def client(index: int) -> None:
+            mine = targets[index % len(targets)]
+            with requests.Session() as s:
+                s.headers["Authorization"] = f"Bearer {admin}"
+                while time.perf_counter() < stop_at:
+                    results[index].append(unlock(s, *mine))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(cfg.clients)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        flat = [r for per in results for r in per]
+        succeeded = sum(1 for _, ok in flat if ok)
+        concurrent = {
+            **_summary([e for e, _ in flat]),
+            "clients": cfg.clients,
+            "seconds": round(wall, 2),
+            "succeeded": succeeded,
+            "failures": len(flat) - succeeded,
+            "unlocks_per_s": round(succeeded / wall, 1),
+        }
+        report = {
+            "config": asdict(cfg),
+            "edition": edition,
+            "cpus": os.cpu_count(),
+            "sequential": sequential,
+            "concurrent": concurrent,
+        }
+        if out is not None:
+            out.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+    finally:
+        procs.close()
+
+
+def _breakdown(db: str, last: int) -> dict[str, float]:
+    """Medians (ms) of each leg of the last ``last`` commands, from the rows' own clocks.
+
+    created → sent: the API signs and publishes (PUBACK awaited); sent → pulse: MQTT to
+    the agent, verification, the agent's durable record, the pulse (``unlocked`` event
+    ts); pulse → final: door opens, the ack is stored and sent, ingest commits it.
+    """
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            """
+            WITH c AS (
+                SELECT id, created_at, sent_at, finished_at FROM commands
+                WHERE status = 'succeeded' ORDER BY created_at DESC LIMIT %s
+            ), p AS (
+                SELECT c.*, (SELECT min(e.ts) FROM events e
+                             WHERE e.type = 'unlocked' AND e.body->>'command_id' = c.id) AS pulse
+                FROM c
+            )
+            SELECT percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM sent_at - created_at)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM pulse - sent_at)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM finished_at - pulse)),
+                   percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM finished_at - created_at))
+            FROM p
+            """,
+            (last,),
+        ).fetchone()
+    names = ("created_to_sent", "sent_to_pulse", "pulse_to_final", "created_to_final")
+    return {
+        n: round(float(v) * 1000, 2)
+        for n, v in zip(names, row or (), strict=False)
+        if v is not None
+    }
+
+
+def _ready(session: requests.Session, base: str, api: subprocess.Popen[bytes]) -> bool:
+    if api.poll() is not None:
+        raise RuntimeError("the API exited during start (see its log)")
+    try:
+        return session.get(base + "/readyz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,60 @@
+"""``smartlocker bench unlock``: the remote-unlock round trip (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["unlock"]
+
+
+@click.command("unlock")
+@click.option("--sequential", default=500, show_default=True, help="Unlocks one at a time")
+@click.option("--clients", default=20, show_default=True, help="Concurrent clients")
+@click.option("--duration", default=10.0, show_default=True, help="Seconds of the concurrent phase")
+@click.option("--cabinets", default=4, show_default=True)
+@click.option("--compartments", default=8, show_default=True, help="Per cabinet")
+@click.option("--api-workers", default=2, show_default=True)
+@click.option("--api-threads", default=16, show_default=True)
+@click.option("--plain-postgres", is_flag=True, help="PostgreSQL without TimescaleDB")
+@click.option(
+    "--agent-nodelay", is_flag=True, help="TCP_NODELAY on the agents' MQTT sockets (see docs)"
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
+def unlock(
+    sequential: int,
+    clients: int,
+    duration: float,
+    cabinets: int,
+    compartments: int,
+    api_workers: int,
+    api_threads: int,
+    plain_postgres: bool,
+    agent_nodelay: bool,
+    out: Path | None,
+) -> None:
+    """HTTP unlock → MQTT → real agents on mock pins → ack → ingest → HTTP answer."""
+    from smartlocker.bench.unlock_bench import UnlockBenchConfig, run_unlock_bench
+
+    # SIGTERM stops the private services in order, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    report = run_unlock_bench(
+        UnlockBenchConfig(
+            sequential=sequential,
+            clients=clients,
+            duration=duration,
+            cabinets=cabinets,
+            compartments=compartments,
+            api_workers=api_workers,
+            api_threads=api_threads,
+            timescaledb=not plain_postgres,
+            agent_nodelay=agent_nodelay,
+        ),
+        out,
+    )
+    click.echo(json.dumps(report, indent=2))

@@ -1,0 +1,105 @@
+"""The MQTT link: TLS and passwords, heartbeat telemetry, resending without receipts."""
+
+from __future__ import annotations
+
+from tests.edge.conftest import DOOR_PINS
+
+
+def test_tls_credentials_acl_and_commands(secure_broker, make_config, agents, make_cloud):
+    password = secure_broker.passwords["cab-a"]
+    config = make_config(
+        f"mqtts://cab-a:{password}@127.0.0.1:{secure_broker.tls_port}",
+        mqtt_ca_file=str(secure_broker.ca),
+        cabinet="cab-a",
+    )
+    cloud = make_cloud(
+        secure_broker.host,
+        secure_broker.port,
+        cabinet="cab-a",
+        username="cloud",
+        password=secure_broker.passwords["cloud"],
+    )
+    agent = agents(config)
+    cloud.wait_event("boot")
+    cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    cloud.wait_event("unlocked", command_id=command.id)
+    assert agent.link is not None
+    assert agent.link.connected
+
+
+def test_wrong_password_keeps_retrying_and_serves_offline(
+    secure_broker, make_config, agents, mock_factory
+):
+    config = make_config(
+        f"mqtts://cab-a:wrong@127.0.0.1:{secure_broker.tls_port}",
+        mqtt_ca_file=str(secure_broker.ca),
+        cabinet="cab-a",
+    )
+    agent = agents(config)
+    assert agent.link is not None
+    assert not agent.link.connected
+    assert agent.cabinet is not None
+    # Events still go to the outbox.
+    mock_factory.pin(DOOR_PINS["a1"]).drive_high()
+    assert agent.cabinet.call(agent.store.outbox_depth) >= 3  # boot, door_opened, alarm
+
+
+def test_telemetry_heartbeat(tmp_path, mqtt_broker, make_config, agents, make_cloud):
+    cpu = tmp_path / "cpu_temp"
+    cpu.write_text("48123\n")
+    probe = tmp_path / "w1_slave"
+    probe.write_text("4b 01 4b 46 7f ff 05 10 e1 : crc=e1 YES\n4b 01 4b 46 7f ff 05 10 e1 t=4500\n")
+    base = make_config(mqtt_broker.url)
+    compartments = [c.model_dump() for c in base.compartments]
+    compartments[0]["temperature_path"] = str(probe)
+    compartments[1]["temperature_path"] = str(tmp_path / "missing")
+    config = make_config(
+        mqtt_broker.url,
+        telemetry_interval_s=0.2,
+        cpu_temp_path=str(cpu),
+        compartments=compartments,
+    )
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agents(config)
+    cloud.wait(lambda: len(cloud.telemetry) >= 2, what="two heartbeats")
+    beat = cloud.telemetry[-1]
+    assert beat.cpu_temp_c == 48.123
+    assert beat.compartment_temps == {"a1": 4.5}
+    assert beat.uptime_s > 0
+    assert beat.outbox_depth >= 0
+
+
+def test_unreceipted_events_are_sent_again_in_order(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+):
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port, receipts=False)
+    agent = agents(make_config(mqtt_broker.url, receipt_timeout_s=0.3))
+    cloud.wait_event("boot")
+    pin = mock_factory.pin(DOOR_PINS["a2"])
+    pin.drive_high()
+    pin.drive_low()
+    cloud.wait_event("door_closed")
+    cloud.wait(lambda: cloud.duplicates >= 8, what="resends")
+    assert cloud.gaps == []
+    assert agent.store is not None
+    depth = agent.cabinet.call(agent.store.outbox_depth)
+    assert depth == cloud.committed  # nothing dropped without a receipt
+
+
+def test_persistent_session_delivers_commands_sent_while_the_agent_was_away(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+):
+    config = make_config(mqtt_broker.url)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(config)
+    cloud.wait_event("boot")
+    agent.stop("away")
+    cloud.wait(lambda: not cloud.statuses[-1][0].online, what="offline status")
+    command = cloud.unlock_command("a3")
+    cloud.send(command)  # queued by the broker in the agent's session
+    agents(config)
+    (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
+    assert unlocked.compartment == "a3"
+    cloud.wait(lambda: cloud.statuses[-1][0].online, what="birth again")
