@@ -43,11 +43,30 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start_fleet(url: str, key: Path, cabinets: int, heartbeat: float, prefix: str
-                ) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "smartlocker.cli", "--log-level", "WARNING", "simulate",
-           "fleet", "--mqtt-url", url, "--public-key", str(key), "--cabinets", str(cabinets),
-           "--heartbeat", str(heartbeat), "--id-prefix", prefix, "--duration", "3600"]
+def start_fleet(
+    url: str, key: Path, cabinets: int, heartbeat: float, prefix: str
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "smartlocker.cli",
+        "--log-level",
+        "WARNING",
+        "simulate",
+        "fleet",
+        "--mqtt-url",
+        url,
+        "--public-key",
+        str(key),
+        "--cabinets",
+        str(cabinets),
+        "--heartbeat",
+        str(heartbeat),
+        "--id-prefix",
+        prefix,
+        "--duration",
+        "3600",
+    ]
     return subprocess.Popen(cmd)
 
 
@@ -114,14 +133,20 @@ def main() -> None:
     expected = n * elapsed / args.heartbeat
     print(f"cabinets: {n}, all beating: {distinct == n} ({distinct} seen in the window)")
     print(f"all connected and beating {connected_after - launched:.1f} s after launch")
-    print(f"heartbeats received in {elapsed:.0f} s: {received} "
-          f"(expected {expected:.0f}, ratio {received / expected:.2f})")
-    print(f"RSS: {rss_n:.1f} MiB with {n} cabinets, {rss_0:.1f} MiB with 0 "
-          f"-> {(rss_n - rss_0) * 1024 / n:.1f} KiB per cabinet")
+    print(
+        f"heartbeats received in {elapsed:.0f} s: {received} "
+        f"(expected {expected:.0f}, ratio {received / expected:.2f})"
+    )
+    print(
+        f"RSS: {rss_n:.1f} MiB with {n} cabinets, {rss_0:.1f} MiB with 0 "
+        f"-> {(rss_n - rss_0) * 1024 / n:.1f} KiB per cabinet"
+    )
     cpu = cpu1 - cpu0
-    print(f"CPU: {cpu:.2f} s over {elapsed:.0f} s = {100 * cpu / elapsed:.1f}% of a core "
-          f"-> {1e3 * cpu / n / elapsed * 60:.2f} ms per cabinet-minute, "
-          f"{1e6 * cpu / max(received, 1):.0f} µs per heartbeat")
+    print(
+        f"CPU: {cpu:.2f} s over {elapsed:.0f} s = {100 * cpu / elapsed:.1f}% of a core "
+        f"-> {1e3 * cpu / n / elapsed * 60:.2f} ms per cabinet-minute, "
+        f"{1e6 * cpu / max(received, 1):.0f} µs per heartbeat"
+    )
 
 
 if __name__ == "__main__":

@@ -110,12 +110,7 @@ Couriers and recipients are at work (one day = {day_s:.0f} s). Ctrl-C stops ever
         scenario.stop()
         runner.join(30)
         summary = scenario.summary
-        # Let the cabinets' outboxes drain into the database before counting.
-        deadline = time.monotonic() + 15
-        while stack.events_stored() < stack.events_produced() < 10**9:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        stack.wait_drained(15)  # the cabinets' outboxes into the database, before counting
         summary.events_produced = stack.events_produced()
         summary.events_stored = stack.events_stored()
         stack.stop()

@@ -83,6 +83,8 @@ class Summary:
     messages: Counter[str] = field(default_factory=Counter)
     events_produced: int | None = None
     events_stored: int | None = None
+    #: Parcels whose state does not match what their people did (should be empty).
+    unexpected: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float | None:
         data = sorted(self.command_latency_ms)
@@ -105,6 +107,8 @@ class Summary:
                 f"command round trips (HTTP → cabinet → ack): {len(self.command_latency_ms)},"
                 f" p50 {p50:.0f} ms, p99 {p99:.0f} ms, mean {mean:.0f} ms"
             )
+        if self.unexpected:
+            out.append("parcels in an unexpected state: " + ", ".join(self.unexpected))
         if self.failures:
             out.append("failed actions: " + ", ".join(f"{k} {v}" for k, v in self.failures.items()))
         if self.events_produced is not None:
@@ -137,6 +141,7 @@ class Scenario:
         self._seq = 0
         self._lock = threading.Lock()
         self._parcels: list[_Parcel] = []
+        self._running = 0  # actions being carried out (they may schedule more)
         self._stop = threading.Event()
 
     # --- the plan ---------------------------------------------------------------------------
@@ -177,6 +182,8 @@ class Scenario:
                     due = self._heap and self._heap[0][0] <= now
                     item = heapq.heappop(self._heap) if due else None
                 if item is not None:
+                    with self._lock:
+                        self._running += 1
                     people.submit(self._act, item[2], item[3])
                     continue
                 if now > end and self._settled():
@@ -189,11 +196,18 @@ class Scenario:
 
     def _settled(self) -> bool:
         with self._lock:
-            return not self._heap
+            return not self._heap and self._running == 0
 
     # --- people -------------------------------------------------------------------------------
 
     def _act(self, action: str, parcel: _Parcel) -> None:
+        try:
+            self._attempt(action, parcel)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _attempt(self, action: str, parcel: _Parcel) -> None:
         try:
             getattr(self, f"_{action}")(parcel)
             with self._lock:
@@ -211,8 +225,9 @@ class Scenario:
         return days * self.config.day_s
 
     def _reserve(self, parcel: _Parcel) -> None:
+        # The holding time counts from the deposit, a little after the reservation.
         deadline = datetime.now(UTC) + timedelta(
-            seconds=self._day(self.config.hold_days) + self._day(0.1)
+            seconds=self._day(self.config.hold_days) + self._day(0.3)
         )
         try:
             reserved = self.api.post(
@@ -258,6 +273,7 @@ class Scenario:
             self._schedule(time.monotonic() + 0.5, "await_code", parcel)
             return
         if parcel.forget:
+            parcel.return_scheduled = True
             self._schedule(
                 time.monotonic() + self._day(self.config.hold_days) + self._day(0.15),
                 "collect_expired",
@@ -267,6 +283,7 @@ class Scenario:
         wait = self._day(
             self.config.hold_days * (0.8 if parcel.late else self.rng.uniform(0.05, 0.4))
         )
+        parcel.pickup_scheduled = True
         self._schedule(time.monotonic() + wait, "pickup", parcel)
 
     def _pickup(self, parcel: _Parcel) -> None:
@@ -328,10 +345,37 @@ class Scenario:
 
     # --- the end ------------------------------------------------------------------------------
 
-    def _collect(self) -> None:
-        parcels = self.api.paginate("/api/v1/parcels", site=self.config.site, limit=200)
+    def _collect(self, patience_s: float = 15.0) -> None:
+        """The end state, once the last doors have closed and their events are in."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            parcels = self.api.paginate("/api/v1/parcels", site=self.config.site, limit=200)
+            unexpected = self._unexpected(parcels)
+            if not unexpected or time.monotonic() > deadline or self._stop.is_set():
+                break
+            time.sleep(0.5)
         mine = {p.id for p in self._parcels}
         self.summary.parcels = Counter(p["state"] for p in parcels if p["id"] in mine)
-        alerts = self.api.paginate("/api/v1/alerts", limit=200)
+        self.summary.unexpected = unexpected
+        alerts = self.api.paginate("/api/v1/alerts", site=self.config.site, limit=200)
         self.summary.alerts = Counter(a["kind"] for a in alerts)
         self.summary.messages = Counter(self.inbox.kinds)
+
+    def _unexpected(self, parcels: list[dict[str, Any]]) -> list[str]:
+        """Parcels whose state does not match what their people did."""
+        plans = {p.id: p for p in self._parcels if p.id is not None}
+        out = []
+        for p in parcels:
+            plan = plans.get(p["id"])
+            if plan is None:
+                continue
+            # A forgetful recipient's parcel expires and goes back; the others are
+            # picked up, or still waiting when the scenario ended before their visit.
+            expected = {"expired", "returned"} if plan.forget else {"picked_up"}
+            if not (plan.pickup_scheduled or plan.return_scheduled):
+                expected |= {"reserved", "deposited"}
+            if plan.forget and plan.return_scheduled and p["state"] == "expired":
+                expected = {"returned"}  # the courier came for it
+            if p["state"] not in expected:
+                out.append(f"{plan.reference}: {p['state']}")
+        return out

@@ -101,6 +101,9 @@ class Stack:
     database_url: str | None = None
     api_port: int | None = None
     api_workers: int = 2
+    #: Cabinet timings: how soon a pulsed door must open, how long it may stay open.
+    open_window_s: float = 5.0
+    held_open_s: float = 60.0
     services: list[_Service] = field(default_factory=list)
     cabinets: list[VirtualCabinet] = field(default_factory=list)
     broker: MosquittoBroker | None = None
@@ -211,7 +214,8 @@ class Stack:
             )
             self.cabinets.append(self._start_cabinet(provisioned))
         deadline = time.monotonic() + 30
-        while not all(self.api.get(f"/api/v1/cabinets/{c.id}")["online"] for c in self.cabinets):
+        mine = [c for c in self.cabinets if c.id.startswith(f"{site}-")]
+        while not all(self.api.get(f"/api/v1/cabinets/{c.id}")["online"] for c in mine):
             if time.monotonic() > deadline:
                 raise StackError("cabinets did not come online")
             time.sleep(0.2)
@@ -244,8 +248,8 @@ class Stack:
                         "pulse_ms": 300,
                         "max_pulse_ms": 1000,
                         "debounce_ms": 0,
-                        "open_window_s": 5.0,
-                        "held_open_s": 60.0,
+                        "open_window_s": self.open_window_s,
+                        "held_open_s": self.held_open_s,
                     }
                     for c in provisioned["cabinet"]["compartments"]
                 ],
@@ -262,6 +266,18 @@ class Stack:
     def broker_url(self) -> str:
         assert self.broker is not None
         return self.broker.url
+
+    def cabinet(self, name: str) -> VirtualCabinet:
+        return next(c for c in self.cabinets if c.id == name)
+
+    def wait_drained(self, timeout: float = 20.0) -> bool:
+        """Until every event the cabinets numbered is in the database (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while self.events_stored() < self.events_produced():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def events_produced(self) -> int:
         """Events the cabinets have numbered so far (their outboxes' last seq)."""
