@@ -22,8 +22,10 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "smartlocker.cli.bench_cmd:bench",
     "cloud": "smartlocker.cli.cloud_cmd:cloud",
     "db": "smartlocker.cli.db_cmd:db",
-    "protocol": "smartlocker.cli.protocol_cmd:protocol",
+    "demo": "smartlocker.cli.demo_cmd:demo",
     "edge": "smartlocker.cli.edge_cmd:edge",
+    "protocol": "smartlocker.cli.protocol_cmd:protocol",
+    "simulate": "smartlocker.cli.simulate_cmd:simulate",
 }
 
 

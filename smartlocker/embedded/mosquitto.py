@@ -357,10 +357,22 @@ class MosquittoBroker:
         for name, password in self._users.items():
             if ":" in name or "\n" in name + password:
                 raise ValueError(f"user {name!r}: ':' and newlines cannot be stored")
-        fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Entries others added to the file while we ran (a provisioning API writes
+        # hashed entries itself) survive a restart.
+        kept = []
+        if self.password_path.exists():
+            for line in self.password_path.read_text().splitlines():
+                name = line.split(":", 1)[0]
+                if line.strip() and name not in self._users:
+                    kept.append(line + "\n")
+        fresh = self.password_path.with_suffix(".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(plain)
-        _run_passwd(["-U", str(self.password_path)])
+        _run_passwd(["-U", str(fresh)])  # hashes our plain entries only
+        with open(fresh, "a") as f:
+            f.writelines(kept)
+        fresh.replace(self.password_path)
 
 
 def acl_text(prefix: str, cloud_users: Collection[str]) -> str:

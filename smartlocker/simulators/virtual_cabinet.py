@@ -83,6 +83,33 @@ class VirtualWorld:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_traffic = time.monotonic()
+        #: Injected faults: locks that do not release, doors nobody closes.
+        self._faults = threading.Lock()
+        self.jammed: set[str] = set()
+        self.left_open: set[str] = set()
+
+    # --- faults ---------------------------------------------------------------------
+
+    def jam(self, compartment: str, jammed: bool = True) -> None:
+        """The lock no longer releases: pulses do not let the door open."""
+        with self._faults:
+            (self.jammed.add if jammed else self.jammed.discard)(compartment)
+
+    def leave_open(self, compartment: str) -> None:
+        """The next person to open this door walks away without closing it."""
+        with self._faults:
+            self.left_open.add(compartment)
+
+    def force_open(self, compartment: str) -> None:
+        """Someone pulls the door open without any grant (and closes it later)."""
+        with self._faults:
+            self.doors[compartment].open_at = time.monotonic()
+
+    def close(self, compartment: str) -> None:
+        """Someone closes a door that was left open."""
+        with self._faults:
+            self.left_open.discard(compartment)
+            self.doors[compartment].close_at = time.monotonic()
 
     def start(self) -> None:
         for door in self.doors.values():
@@ -100,15 +127,27 @@ class VirtualWorld:
             self.step(time.monotonic())
 
     def step(self, now: float) -> None:
+        with self._faults:
+            self._step(now)
+
+    def _step(self, now: float) -> None:
         for door in self.doors.values():
             energised = bool(door.lock_pin.state) == door.lock_active_high
-            if energised and not door.was_energised and self.open_on_unlock and not door.is_open:
+            released = door.compartment not in self.jammed
+            if (
+                energised
+                and not door.was_energised
+                and self.open_on_unlock
+                and released
+                and not door.is_open
+            ):
                 door.open_at = now + self.open_after_s
             door.was_energised = energised
             if door.open_at is not None and now >= door.open_at:
                 door.open_at = None
                 door.drive(True)
-                door.close_at = now + self.hold_s
+                if door.compartment not in self.left_open:
+                    door.close_at = now + self.hold_s
             elif door.close_at is not None and now >= door.close_at:
                 door.close_at = None
                 door.drive(False)

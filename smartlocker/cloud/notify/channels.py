@@ -187,6 +187,8 @@ class ProviderWebhookChannel:
             {
                 "id": message.id,
                 "kind": self.kind,
+                "topic": message.topic,
+                "parcel": message.parcel,
                 "to": message.destination,
                 "title": text.subject,
                 "text": text.text,
