@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from ..errors import Conflict, ValidationFailed
 from ..keys import CloudKeys
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
@@ -28,6 +28,7 @@ from .fees import compute_fee, load_fee_policy
 from .fleet import audit
 from .lifecycle import ParcelState, Transition, apply_transition, lock_parcel, occupancy_of
 from .notifications import Preferences, notify_code, notify_reservation
+from .openings import OPENING_TARGETS, parcel_opening
 
 __all__ = [
     "Deposit",
@@ -185,12 +186,7 @@ def record_pickup(
     cause: str | None = None,
 ) -> Transition:
     """deposited → picked_up; frees the compartment, uses the code, records the fee."""
-    with conn.transaction():
-        transition = apply_transition(
-            conn, parcel, ParcelState.PICKED_UP, now=now, actor=actor, cause=cause
-        )
-        _record_fee(conn, parcel, now)
-    return transition
+    return _end_stay(conn, parcel, ParcelState.PICKED_UP, now=now, actor=actor, cause=cause)
 
 
 def record_return(
@@ -202,10 +198,21 @@ def record_return(
     cause: str | None = None,
 ) -> Transition:
     """expired → returned (taken back by the courier); frees the compartment."""
+    return _end_stay(conn, parcel, ParcelState.RETURNED, now=now, actor=actor, cause=cause)
+
+
+def _end_stay(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    state: ParcelState,
+    *,
+    now: datetime,
+    actor: str,
+    cause: str | None,
+) -> Transition:
+    """The parcel leaves its compartment: the transition and the storage fee, together."""
     with conn.transaction():
-        transition = apply_transition(
-            conn, parcel, ParcelState.RETURNED, now=now, actor=actor, cause=cause
-        )
+        transition = apply_transition(conn, parcel, state, now=now, actor=actor, cause=cause)
         _record_fee(conn, parcel, now)
     return transition
 
@@ -289,14 +296,6 @@ def resend_pickup_code(
         return notify_code(conn, parcel, code)
 
 
-#: Which parcel state a remote opening for each purpose needs, and where it leads.
-_OPENING = {
-    "deposit": (ParcelState.RESERVED, ParcelState.DEPOSITED),
-    "pickup": (ParcelState.DEPOSITED, ParcelState.PICKED_UP),
-    "return": (ParcelState.EXPIRED, ParcelState.RETURNED),
-}
-
-
 def request_opening(
     conn: psycopg.Connection[Any],
     parcel: str,
@@ -312,20 +311,13 @@ def request_opening(
     purpose needs; the parcel moves later, when the cabinet reports the door
     opened and closed. Send it with :func:`smartlocker.cloud.downlink.send_command`.
     """
-    if purpose not in _OPENING:
-        raise ValidationFailed(f"purpose must be one of {', '.join(_OPENING)}")
-    need, goal = _OPENING[purpose]
-    row = conn.execute(
-        "SELECT state, cabinet, compartment FROM parcels WHERE id = %s", (parcel,)
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"no parcel {parcel}", parcel=parcel)
-    if row[0] != need.value:
-        raise InvalidTransition(parcel, row[0], goal.value)
+    if purpose not in OPENING_TARGETS:
+        raise ValidationFailed(f"purpose must be one of {', '.join(OPENING_TARGETS)}")
+    cabinet, compartment = parcel_opening(conn, parcel, purpose)
     return create_command(
         conn,
-        row[1],
-        row[2],
+        cabinet,
+        compartment,
         reason=reason or purpose,
         actor=actor,
         now=now,
