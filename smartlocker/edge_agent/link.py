@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -195,6 +197,12 @@ class Link:
         if rc.is_failure:
             logger.error("broker refused the connection: %s", rc)
             return
+        # Small messages (acks, events) must leave at once: Nagle's algorithm holds
+        # each one back waiting for the broker's delayed ACK (40 ms or more).
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # also an ssl.SSLSocket
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._send_mutex:
             self._ready = False
             self._generation += 1
