@@ -197,15 +197,20 @@ def reserve(body: ParcelCreate) -> ParcelReserved:
 )
 def get_parcel(parcel: str) -> ParcelDetail:
     conn, _ = _scoped(parcel)
-    history = [
-        ParcelHistoryEntry(at=r[0], from_state=r[1], to_state=r[2], actor=r[3], cause=r[4])
-        for r in conn.execute(
-            "SELECT at, from_state, to_state, actor, cause FROM parcel_history"
-            " WHERE parcel = %s ORDER BY id",
-            (parcel,),
-        )
-    ]
-    return ParcelDetail(**_load(conn, parcel), history=history)
+    # One snapshot for the parcel and its history: a transition committed between the
+    # two reads would otherwise show a state its history does not have yet.
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        fields = _load(conn, parcel)
+        history = [
+            ParcelHistoryEntry(at=r[0], from_state=r[1], to_state=r[2], actor=r[3], cause=r[4])
+            for r in conn.execute(
+                "SELECT at, from_state, to_state, actor, cause FROM parcel_history"
+                " WHERE parcel = %s ORDER BY id",
+                (parcel,),
+            )
+        ]
+    return ParcelDetail(**fields, history=history)
 
 
 def _open(parcel: str, purpose: str, wait: float | None) -> tuple[Command, int]:
