@@ -94,7 +94,13 @@ Couriers and recipients are at work (one day = {day_s:.0f} s). Ctrl-C stops ever
 """)
     scenario = Scenario(
         ScenarioConfig(
-            site="demo", day_s=day_s, days=10_000, parcels_per_day=parcels_per_day, settle_s=0
+            site="demo",
+            day_s=day_s,
+            # The whole plan is drawn up front: enough days for the run (or 100 days,
+            # over eight hours at the default pace, until Ctrl-C).
+            days=duration / day_s if duration else 100,
+            parcels_per_day=parcels_per_day,
+            settle_s=0,
         ),
         stack.api,
         {c.id: c.kiosk_url for c in stack.cabinets},
