@@ -108,17 +108,48 @@ _RECIPIENT = {
 }
 
 
+_PARCEL = (
+    "SELECT id, site, cabinet, compartment, state, reference, recipient, notify_channel,"
+    " locale, courier_contact, courier_channel, deadline, direction FROM parcels"
+)
+
+
 def _parcel(conn: psycopg.Connection[Any], parcel: str) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT id, site, cabinet, compartment, state, reference, recipient, notify_channel,"
-            " locale, courier_contact, courier_channel, deadline, direction"
-            " FROM parcels WHERE id = %s",
-            (parcel,),
-        ).fetchone()
+        row = cur.execute(_PARCEL + " WHERE id = %s", (parcel,)).fetchone()
     if row is None:
         raise NotFound(f"no parcel {parcel}", parcel=parcel)
     return row
+
+
+def _tell(
+    conn: psycopg.Connection[Any],
+    row: dict[str, Any],
+    kind: NotificationKind,
+    *,
+    courier: bool = False,
+    code: str | None = None,
+    dedupe_key: str | None = None,
+) -> int | None:
+    """Queue ``kind`` for the parcel's recipient (or its courier), on their own channel."""
+    if courier:
+        to, channel = row["courier_contact"], row["courier_channel"]
+    else:
+        to, channel = row["recipient"], row["notify_channel"]
+    if not to:
+        return None
+    return enqueue_notification(
+        conn,
+        kind=kind,
+        channel=channel,
+        destination=to,
+        values=_values(row),
+        locale=row["locale"],
+        site=row["site"],
+        parcel=row["id"],
+        code=code,
+        dedupe_key=dedupe_key,
+    )
 
 
 def _values(row: dict[str, Any]) -> dict[str, Any]:
@@ -162,17 +193,7 @@ def notify_code(conn: psycopg.Connection[Any], parcel: str, code: str) -> int | 
     if not row["recipient"]:
         logger.info("parcel %s has no recipient contact: its pickup code is not sent", parcel)
         return None
-    return enqueue_notification(
-        conn,
-        kind=NotificationKind.CODE_ISSUED,
-        channel=row["notify_channel"],
-        destination=row["recipient"],
-        values=_values(row),
-        locale=row["locale"],
-        site=row["site"],
-        parcel=parcel,
-        code=code,
-    )
+    return _tell(conn, row, NotificationKind.CODE_ISSUED, code=code)
 
 
 def notify_transition(conn: psycopg.Connection[Any], transition: Transition) -> None:
@@ -188,28 +209,14 @@ def notify_transition(conn: psycopg.Connection[Any], transition: Transition) -> 
         dedupe_key=f"{event_type}:{transition.parcel}",
     )
     kind = _RECIPIENT.get(state)
-    if kind is not None and row["recipient"]:
-        enqueue_notification(
+    if kind is not None:
+        _tell(conn, row, kind, dedupe_key=f"{kind.value}:{transition.parcel}")
+    if state is ParcelState.EXPIRED:
+        _tell(
             conn,
-            kind=kind,
-            channel=row["notify_channel"],
-            destination=row["recipient"],
-            values=_values(row),
-            locale=row["locale"],
-            site=row["site"],
-            parcel=transition.parcel,
-            dedupe_key=f"{kind.value}:{transition.parcel}",
-        )
-    if state is ParcelState.EXPIRED and row["courier_contact"]:
-        enqueue_notification(
-            conn,
-            kind=NotificationKind.COURIER_COLLECT,
-            channel=row["courier_channel"],
-            destination=row["courier_contact"],
-            values=_values(row),
-            locale=row["locale"],
-            site=row["site"],
-            parcel=transition.parcel,
+            row,
+            NotificationKind.COURIER_COLLECT,
+            courier=True,
             dedupe_key=f"courier_collect:{transition.parcel}",
         )
 
@@ -219,27 +226,16 @@ def send_reminders(conn: psycopg.Connection[Any], now: datetime) -> int:
     at most 24 hours before. Once per deadline (an extension earns a new reminder)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT id FROM parcels WHERE state = 'deposited' AND recipient IS NOT NULL"
+            _PARCEL + " WHERE state = 'deposited' AND recipient IS NOT NULL"
             " AND deadline > %(now)s"
             " AND deadline - %(now)s <= least(interval '24 hours', (deadline - deposited_at) / 4)",
             {"now": now},
         ).fetchall()
     sent = 0
-    for r in rows:
-        row = _parcel(conn, r["id"])
+    for row in rows:
         deadline: datetime = row["deadline"]
-        queued = enqueue_notification(
-            conn,
-            kind=NotificationKind.REMINDER,
-            channel=row["notify_channel"],
-            destination=row["recipient"],
-            values=_values(row),
-            locale=row["locale"],
-            site=row["site"],
-            parcel=row["id"],
-            dedupe_key=f"reminder:{row['id']}:{deadline.isoformat()}",
-        )
-        sent += queued is not None
+        key = f"reminder:{row['id']}:{deadline.isoformat()}"
+        sent += _tell(conn, row, NotificationKind.REMINDER, dedupe_key=key) is not None
     return sent
 
 
