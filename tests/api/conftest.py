@@ -4,7 +4,7 @@ of two sites with one cabinet each."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,20 +70,33 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def app(
+def make_app(
     api_db: str, cloud_keys: CloudKeys, publisher: ApiPublisher, clock: Clock
-) -> Iterator[Flask]:
-    application = create_app(
-        # No cabinet answers here: a ?wait= gives up quickly.
-        ApiSettings(database_url=api_db, pool_min=1, pool_max=4, max_wait_seconds=0.2),
-        keys=cloud_keys,
-        publisher=publisher,
-        clock=clock,
-    )
+) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the test database with the given settings; closed afterwards."""
+    apps: list[Flask] = []
+
+    def make(**settings: Any) -> Flask:
+        application = create_app(
+            ApiSettings(database_url=api_db, **settings),
+            keys=cloud_keys,
+            publisher=publisher,
+            clock=clock,
+        )
+        apps.append(application)
+        return application
+
     try:
-        yield application
+        yield make
     finally:
-        application.extensions["smartlocker"].close()
+        for application in apps:
+            application.extensions["smartlocker"].close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    # No cabinet answers here: a ?wait= gives up quickly.
+    return make_app(pool_min=1, pool_max=4, max_wait_seconds=0.2)
 
 
 @pytest.fixture

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from flask import Flask
 
-from smartlocker.cloud.api import ApiSettings, create_app
-from smartlocker.cloud.api.publisher import ApiPublisher
 from smartlocker.cloud.keys import CloudKeys
 from smartlocker.cloud.rules.parcels import record_deposit
 from smartlocker.protocol import utcnow
 from tests.support.outbox import queued_codes
 
-from .conftest import Clock, World
+from .conftest import World
 
 
 @pytest.fixture
-def tight_app(
-    api_db: str, cloud_keys: CloudKeys, publisher: ApiPublisher, clock: Clock
-) -> Iterator[Flask]:
-    application = create_app(
-        ApiSettings(database_url=api_db, pool_min=1, pool_max=2, unlocks_per_minute=3),
-        keys=cloud_keys,
-        publisher=publisher,
-        clock=clock,
-    )
-    try:
-        yield application
-    finally:
-        application.extensions["smartlocker"].close()
+def tight_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(pool_min=1, pool_max=2, unlocks_per_minute=3)
 
 
 def test_unlocks_are_limited_per_key(world: World, tight_app: Flask) -> None:
