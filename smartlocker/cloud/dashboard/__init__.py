@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from .feed import LiveFeed, feed
+from .feed import LiveFeed, feed, feed_of
 from .hub import Hub, HubFull, Note, Subscription, parse_note
 from .listener import CHANNEL, Listener
 
@@ -21,6 +21,7 @@ __all__ = [
     "Note",
     "Subscription",
     "feed",
+    "feed_of",
     "install",
     "parse_note",
 ]

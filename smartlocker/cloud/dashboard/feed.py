@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from .hub import Hub
 from .listener import Listener
 
-__all__ = ["LiveFeed", "feed"]
+__all__ = ["LiveFeed", "feed", "feed_of"]
 
 _EXTENSION = "smartlocker.dashboard"
 
@@ -34,7 +34,12 @@ class LiveFeed:
         self.listener.close()
 
 
+def feed_of(app: Flask) -> LiveFeed:
+    """``app``'s feed."""
+    live: LiveFeed = app.extensions[_EXTENSION]
+    return live
+
+
 def feed() -> LiveFeed:
     """The current app's feed (inside a request)."""
-    live: LiveFeed = current_app.extensions[_EXTENSION]
-    return live
+    return feed_of(current_app)

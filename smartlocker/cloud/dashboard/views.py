@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Blueprint, Response, redirect, render_template, request, stream_with_context
+from flask import Blueprint, Response, redirect, render_template, request
 
 from smartlocker.cloud.api.auth import authenticate
 from smartlocker.cloud.api.db import close_conn
@@ -128,9 +128,11 @@ def stream() -> Response:
         "role": principal.role.value,
         "sites": None if principal.sites is None else sorted(principal.sites),
     }
+    # The generator needs no request context (nor a database connection): the
+    # request is over, as far as Flask is concerned, once it starts.
     body = run_stream(live.hub, sub, hello, heartbeat=live.heartbeat, lifetime=live.lifetime)
     return Response(
-        stream_with_context(body),
+        body,
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
