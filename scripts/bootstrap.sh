@@ -13,12 +13,15 @@ sudo_if_needed() {
   fi
 }
 
-# Debian packages: the broker, PostgreSQL 15 server binaries, and venv support.
+# Debian packages: the broker, PostgreSQL 15 server binaries, venv support, Chromium.
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_passwd >/dev/null || [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# The dashboard's browser tests: headless Chromium driven by Playwright.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   sudo_if_needed apt-get update -qq

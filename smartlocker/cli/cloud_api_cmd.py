@@ -43,6 +43,8 @@ def api(
     if signing_key:
         os.environ["SMARTLOCKER_SIGNING_KEY"] = signing_key
     os.environ["SMARTLOCKER_API_BIND"] = bind
+    # Each dashboard live stream holds a thread: keep half of them for the API.
+    os.environ.setdefault("SMARTLOCKER_DASHBOARD_STREAMS", str(max(1, threads // 2)))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="smartlocker-metrics-")
 

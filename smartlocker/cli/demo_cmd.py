@@ -79,6 +79,7 @@ def demo(
     click.echo(f"""
 smartlocker demo is running.
 
+  dashboard:  {url}/dashboard/   (sign in with the admin key below)
   API:        {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)
   admin key:  {stack.admin_key}
   kiosks:     {", ".join(c.kiosk_url for c in stack.cabinets)}

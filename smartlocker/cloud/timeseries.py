@@ -9,7 +9,7 @@ chunks (TimescaleDB, Apache edition has ``drop_chunks``) or deletes in slices
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ class TelemetryBucket:
     cpu_temp_avg: float | None
     cpu_temp_max: float | None
     outbox_depth_max: int | None
+    #: Average reading of each compartment that reported a temperature.
+    compartment_temps: dict[str, float] = field(default_factory=dict)
 
 
 def telemetry_rollup(
@@ -63,7 +65,26 @@ def telemetry_rollup(
         " GROUP BY start ORDER BY start"
     ).format(b=bucket(edition, width))
     rows = conn.execute(query, (cabinet, since, until)).fetchall()
-    return [TelemetryBucket(*row) for row in rows]
+    temps: dict[datetime, dict[str, float]] = {}
+    per_compartment = sql.SQL(
+        "SELECT {b} AS start, t.key, avg(t.value::float8)"
+        " FROM telemetry, jsonb_each_text(compartment_temps) AS t(key, value)"
+        " WHERE cabinet = %s AND ts >= %s AND ts < %s AND compartment_temps <> '{{}}'"
+        " GROUP BY start, t.key"
+    ).format(b=bucket(edition, width))
+    for start, compartment, celsius in conn.execute(per_compartment, (cabinet, since, until)):
+        temps.setdefault(start, {})[compartment] = celsius
+    return [
+        TelemetryBucket(
+            start=start,
+            readings=readings,
+            cpu_temp_avg=cpu_avg,
+            cpu_temp_max=cpu_max,
+            outbox_depth_max=depth,
+            compartment_temps=temps.get(start, {}),
+        )
+        for start, readings, cpu_avg, cpu_max, depth in rows
+    ]
 
 
 def apply_retention(

@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/events"): ANY,
     ("GET", "/api/v1/cabinets/{cabinet}/telemetry"): ANY,
     ("GET", "/api/v1/stats/occupancy"): ANY,
+    ("GET", "/api/v1/me"): ANY,
     ("GET", "/api/v1/alerts"): ANY,
     ("POST", "/api/v1/alerts/{alert}/ack"): OPERATE,
     ("PATCH", "/api/v1/parcels/{parcel}/recipient"): PARCELS,

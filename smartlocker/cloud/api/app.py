@@ -66,6 +66,8 @@ class ApiState:
     topics: TopicScheme = field(default_factory=TopicScheme)
     throttle: CodeThrottle = field(default_factory=CodeThrottle)
     owns_publisher: bool = False
+    #: Called by :meth:`close` (the dashboard's live feed registers its own).
+    closers: list[Callable[[], None]] = field(default_factory=list)
     #: Random per process: the ``X-Worker`` header tells workers apart (no pid leaks).
     worker_id: str = field(default_factory=lambda: secrets.token_hex(4))
     _openapi: bytes | None = field(default=None, repr=False)
@@ -102,6 +104,8 @@ class ApiState:
         return "ok"
 
     def close(self) -> None:
+        for close in self.closers:
+            close()
         self.waiter.close()
         if self.owns_publisher:
             closer = getattr(self.publisher, "close", None)
@@ -129,6 +133,8 @@ def create_app(
     ``publisher``, ``keys`` and ``registrar`` default to what the settings name (the
     MQTT URL, the signing key file, a Mosquitto password file); tests pass their own.
     """
+    from smartlocker.cloud import dashboard
+
     from . import blueprints
 
     settings = settings or ApiSettings.from_env()
@@ -148,7 +154,7 @@ def create_app(
         registrar = PasswordFileRegistrar(
             settings.mosquitto_password_file, pid_file=settings.mosquitto_pid_file
         )
-    app.extensions["smartlocker"] = ApiState(
+    api_state = app.extensions["smartlocker"] = ApiState(
         settings=settings,
         pool=make_pool(
             settings.database_url, min_size=settings.pool_min, max_size=settings.pool_max
@@ -165,6 +171,8 @@ def create_app(
     )
     for bp in blueprints.ALL:
         app.register_blueprint(bp)
+    live = dashboard.install(app, settings.database_url, max_streams=settings.dashboard_streams)
+    api_state.closers.append(live.close)
     app.register_error_handler(Exception, _handle_error)
     app.before_request(_start_timer)
     app.after_request(_count)

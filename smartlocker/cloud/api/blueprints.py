@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import alerts, cabinets, commands, health, insight, notifications, parcels, sites
+from . import alerts, cabinets, commands, health, insight, me, notifications, parcels, sites
 
 __all__ = ["ALL"]
 
@@ -17,4 +17,5 @@ ALL: list[Blueprint] = [
     alerts.bp,
     notifications.bp,
     insight.bp,
+    me.bp,
 ]

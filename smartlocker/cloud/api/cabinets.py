@@ -51,8 +51,15 @@ _CAB = {"cabinet": CABINET_ID_PATTERN}
 _COMP = {"cabinet": CABINET_ID_PATTERN, "compartment": COMPARTMENT_ID_PATTERN}
 _SUMMARY = "id, site, name, online, last_seen, created_at"
 _COMPARTMENT = (
-    "id, size, enabled, out_of_service, door, lock, occupancy, temperature_controlled,"
-    " temperature_c, temperature_at"
+    "c.id, c.size, c.enabled, c.out_of_service, c.door, c.lock, c.occupancy,"
+    " c.temperature_controlled, c.temperature_c, c.temperature_at, p.id, p.deposited_at"
+)
+# A compartment with the parcel that holds it (at most one active: a unique index says so).
+_COMPARTMENTS = (
+    f"SELECT {_COMPARTMENT} FROM compartments c LEFT JOIN parcels p"  # noqa: S608
+    " ON p.cabinet = c.cabinet AND p.compartment = c.id"
+    " AND p.state IN ('reserved', 'deposited', 'expired')"
+    " WHERE c.cabinet = %s"
 )
 
 
@@ -85,6 +92,8 @@ def _compartment(row: Any) -> Compartment:
         temperature_controlled=row[7],
         temperature_c=row[8],
         temperature_at=row[9],
+        parcel=row[10],
+        occupied_since=row[11],
     )
 
 
@@ -96,10 +105,7 @@ def load_cabinet(conn: psycopg.Connection[Any], cabinet: str) -> CabinetDetail:
         (cabinet,),
     ).fetchone()
     assert row is not None
-    compartments = conn.execute(
-        f"SELECT {_COMPARTMENT} FROM compartments WHERE cabinet = %s ORDER BY id",  # noqa: S608
-        (cabinet,),
-    ).fetchall()
+    compartments = conn.execute(_COMPARTMENTS + " ORDER BY c.id", (cabinet,)).fetchall()
     return CabinetDetail(
         id=row[0],
         site=row[1],
@@ -266,10 +272,7 @@ def patch_compartment(cabinet: str, compartment: str, body: CompartmentUpdate) -
     )
     if changed:
         republish(conn, cabinet)
-    row = conn.execute(
-        f"SELECT {_COMPARTMENT} FROM compartments WHERE cabinet = %s AND id = %s",  # noqa: S608
-        (cabinet, compartment),
-    ).fetchone()
+    row = conn.execute(_COMPARTMENTS + " AND c.id = %s", (cabinet, compartment)).fetchone()
     return _compartment(row)
 
 

@@ -54,6 +54,8 @@ class ApiSettings:
     mosquitto_pid_file: Path | None = None
     #: The broker address written into a provisioned cabinet's credentials.
     device_mqtt_url: str | None = None
+    #: Dashboard live streams one process serves at once (each holds a server thread).
+    dashboard_streams: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
@@ -73,6 +75,11 @@ class ApiSettings:
         )
         if limit:
             values["unlocks_per_minute"] = int(str(limit))
+        streams = overrides.pop("dashboard_streams", None) or env.get(
+            "SMARTLOCKER_DASHBOARD_STREAMS"
+        )
+        if streams:
+            values["dashboard_streams"] = int(str(streams))
         if "database_url" not in values:
             raise ValueError("SMARTLOCKER_DATABASE_URL is not set")
         values.update({k: v for k, v in overrides.items() if v is not None})

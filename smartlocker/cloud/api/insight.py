@@ -196,6 +196,7 @@ def telemetry(cabinet: str, query: TelemetryQuery) -> TelemetrySeries:
                 cpu_temp_c_avg=r.cpu_temp_avg,
                 cpu_temp_c_max=r.cpu_temp_max,
                 outbox_depth_max=r.outbox_depth_max,
+                compartment_temps_c=r.compartment_temps,
             )
             for r in rows
         ],
@@ -214,7 +215,8 @@ def telemetry(cabinet: str, query: TelemetryQuery) -> TelemetrySeries:
 )
 def occupancy(query: OccupancyQuery) -> OccupancySeries:
     """Per bucket and cabinet: compartments, and how many held a parcel (``occupied``)
-    or a reservation (``reserved``) at any moment of the bucket (default: last 7 days)."""
+    or a reservation (``reserved``) at any moment of the bucket, and how long those
+    parcels had been inside (``dwell_avg_s``, ``dwell_max_s``) (default: last 7 days)."""
     principal = current_principal()
     width = bucket_width(query.bucket)
     start, end = _window(query.since, query.until, width, timedelta(days=7))
@@ -243,14 +245,23 @@ def occupancy(query: OccupancyQuery) -> OccupancySeries:
             SELECT c.id, c.site, (SELECT count(*) FROM compartments WHERE cabinet = c.id) AS n
             FROM cabinets c WHERE c.id = ANY(%(ids)s)
         )
-        SELECT b.b, cab.site, cab.id, cab.n,
-            (SELECT count(*) FROM parcels p WHERE p.cabinet = cab.id
-               AND p.deposited_at < b.b + %(w)s
-               AND coalesce(p.picked_up_at, p.closed_at, 'infinity') > b.b),
+        SELECT b.b, cab.site, cab.id, cab.n, inside.n, inside.dwell_avg, inside.dwell_max,
             (SELECT count(*) FROM parcels p WHERE p.cabinet = cab.id
                AND p.reserved_at < b.b + %(w)s
                AND coalesce(p.deposited_at, p.closed_at, 'infinity') > b.b)
-        FROM b CROSS JOIN cab ORDER BY b.b, cab.id
+        FROM b CROSS JOIN cab
+        CROSS JOIN LATERAL (
+            -- The parcels inside at some moment of the bucket, and how long each had
+            -- been inside at the bucket's end (or when it left, or now).
+            SELECT count(*) AS n, avg(d.s) AS dwell_avg, max(d.s) AS dwell_max
+            FROM parcels p
+            CROSS JOIN LATERAL (SELECT extract(epoch FROM least(
+                b.b + %(w)s, coalesce(p.picked_up_at, p.closed_at, 'infinity'), %(end)s
+            ) - p.deposited_at)::float8 AS s) d
+            WHERE p.cabinet = cab.id AND p.deposited_at < b.b + %(w)s
+              AND coalesce(p.picked_up_at, p.closed_at, 'infinity') > b.b
+        ) inside
+        ORDER BY b.b, cab.id
         """,
         {
             "w": width,
@@ -269,7 +280,9 @@ def occupancy(query: OccupancyQuery) -> OccupancySeries:
                 cabinet=r[2],
                 compartments=r[3],
                 occupied=r[4],
-                reserved=r[5],
+                reserved=r[7],
+                dwell_avg_s=r[5],
+                dwell_max_s=r[6],
             )
             for r in rows
         ],

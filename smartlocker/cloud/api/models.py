@@ -175,6 +175,12 @@ class Compartment(_Out):
     temperature_controlled: bool
     temperature_c: float | None
     temperature_at: datetime | None
+    parcel: str | None = Field(
+        default=None, description="The parcel reserved for or stored in it (none when free)."
+    )
+    occupied_since: datetime | None = Field(
+        default=None, description="When that parcel was deposited (how long it has been inside)."
+    )
 
 
 class CabinetSummary(_Out):
@@ -343,6 +349,7 @@ class ParcelQuery(PageQuery):
     cabinet: CabinetId | None = None
     state: ParcelState | None = None
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    recipient: Contact | None = Field(default=None, description="The recipient, exactly.")
 
 
 class PickupRequest(_In):
@@ -474,6 +481,10 @@ class TelemetryBucket(_Out):
     cpu_temp_c_avg: float | None
     cpu_temp_c_max: float | None
     outbox_depth_max: int | None
+    compartment_temps_c: dict[str, float] = Field(
+        default_factory=dict,
+        description="Average temperature of each temperature-controlled compartment.",
+    )
 
 
 class TelemetrySeries(_Out):
@@ -497,6 +508,11 @@ class OccupancyPoint(_Out):
     compartments: int
     occupied: int
     reserved: int
+    dwell_avg_s: float | None = Field(
+        description="Of the parcels inside during the bucket: how long each had been"
+        " inside at the bucket's end (or when it left), on average, in seconds."
+    )
+    dwell_max_s: float | None = Field(description="The longest of those, in seconds.")
 
 
 class OccupancySeries(_Out):

@@ -91,7 +91,7 @@ def _scoped(parcel: str) -> tuple[psycopg.Connection[Any], Principal]:
     response=ParcelList,
 )
 def list_parcels(query: ParcelQuery) -> ParcelList:
-    """Newest first; filter by site, cabinet, state, reference."""
+    """Newest first; filter by site, cabinet, state, reference, recipient."""
     principal = current_principal()
     scope, params = principal.site_filter("site")
     after: list[Any] = (
@@ -104,6 +104,7 @@ def list_parcels(query: ParcelQuery) -> ParcelList:
                 "SELECT {} FROM parcels WHERE {}"
                 " AND (%s::text IS NULL OR site = %s) AND (%s::text IS NULL OR cabinet = %s)"
                 " AND (%s::text IS NULL OR state = %s) AND (%s::text IS NULL OR reference = %s)"
+                " AND (%s::text IS NULL OR recipient = %s)"
                 " AND (%s::timestamptz IS NULL OR (reserved_at, id) < (%s, %s))"
                 " ORDER BY reserved_at DESC, id DESC LIMIT %s"
             ).format(sql.SQL(_COLUMNS), scope),
@@ -117,6 +118,8 @@ def list_parcels(query: ParcelQuery) -> ParcelList:
                 query.state,
                 query.reference,
                 query.reference,
+                query.recipient,
+                query.recipient,
                 after[0],
                 after[0],
                 after[1],
