@@ -253,7 +253,7 @@ class BrokerState:
     # -- publishing ---------------------------------------------------------------------
 
     def publish(self, message: Message) -> int:
-        """Store (if retained) and route one message; returns how many sessions got it."""
+        """Store (if retained) and route one message; returns how many sessions matched."""
         if message.retain:
             if message.payload:
                 self.retained[message.topic] = message
@@ -281,13 +281,12 @@ class BrokerState:
                 if identifier is not None:
                     ids.append(identifier)
                 plan[member] = (max(qos, sub.qos), rap or sub.retain_as_published, ids)
-        delivered = 0
         for session, (qos, rap, ids) in plan.items():
-            if not self._read_allowed(session.username, session.client_id, topic):
-                continue
-            session.enqueue(_deliverable(message, qos, rap and message.retain, *ids))
-            delivered += 1
-        return delivered
+            # As Mosquitto: a subscriber the read ACL filters out still counted as a
+            # match (PUBACK "success", not "no matching subscribers").
+            if self._read_allowed(session.username, session.client_id, topic):
+                session.enqueue(_deliverable(message, qos, rap and message.retain, *ids))
+        return len(plan)
 
     def _matching_plain(self, topic: str) -> Iterator[tuple[str, set[Session]]]:
         holders = self._exact.get(topic)
