@@ -101,6 +101,6 @@ def test_python_broker_start_failure_says_why(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         broker = PythonBroker(tmp_path, port=taken.getsockname()[1])
-        with pytest.raises(BrokerError, match="(?i)address already in use"):
+        with pytest.raises(BrokerError, match=r"(?i)address already in use"):
             broker.start(timeout=5)
     assert not broker.running
