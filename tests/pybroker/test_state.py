@@ -29,7 +29,8 @@ def test_qos1_is_queued_while_away_and_redelivered_with_dup():
     state.publish(Message("lockers/cab/commands", b"2", 1, False))
     state.publish(Message("lockers/cab/commands", b"x", 0, False))  # QoS 0: dropped while away
     again, sent2, present = _online(state, "cab", clean=False)
-    assert present and again is session
+    assert present
+    assert again is session
     assert [(p.payload, p.dup) for p in sent2] == [(b"1", True), (b"2", False)]
 
 
@@ -160,7 +161,8 @@ class SessionMachine(RuleBasedStateMachine):
     @rule()
     def come_back(self) -> None:
         session, present = self.state.open_session("c", clean_start=False, now=1.0)
-        assert present and session is self.session
+        assert present
+        assert session is self.session
         self.sent = []
         session.attach(self.sent.append, 3, None)
         self._collect()
