@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -61,7 +61,9 @@ def _installed(program: str) -> bool:
     )
 
 
-def resolve_broker_kind(kind: str) -> Literal["mosquitto", "python"]:
+def resolve_broker_kind(
+    kind: str, *, installed: Callable[[str], bool] = _installed
+) -> Literal["mosquitto", "python"]:
     """``auto`` → ``mosquitto`` when both ``mosquitto`` and ``mosquitto_passwd`` exist."""
     if kind == "mosquitto":
         return "mosquitto"
@@ -69,7 +71,7 @@ def resolve_broker_kind(kind: str) -> Literal["mosquitto", "python"]:
         return "python"
     if kind != "auto":
         raise ValueError(f"broker must be one of {BROKER_KINDS}, not {kind!r}")
-    if _installed("mosquitto") and _installed("mosquitto_passwd"):
+    if installed("mosquitto") and installed("mosquitto_passwd"):
         return "mosquitto"
     logger.info("mosquitto not installed: using the in-process Python broker")
     return "python"
