@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 
 import gmqtt
@@ -99,6 +100,7 @@ def test_unacked_and_queued_qos1_are_redelivered_after_reconnect(pybroker: Pytho
             assert isinstance(first, Publish)
             assert (first.payload, first.dup) == (b"first", False)
             raw.sock.close()  # gone without a PUBACK
+            _wait_offline(pybroker, "ingest-1")
             assert cloud.publish(topic, b"second").value == 0  # queued for the session
     with raw_client(pybroker.host, pybroker.port) as raw:
         assert raw.connect(_session("ingest-1")).session_present
@@ -113,6 +115,25 @@ def test_unacked_and_queued_qos1_are_redelivered_after_reconnect(pybroker: Pytho
         assert raw.closed()
     with raw_client(pybroker.host, pybroker.port) as raw:
         assert not raw.connect(_session("ingest-1")).session_present
+
+
+def _wait_offline(broker: PythonBroker, client_id: str) -> None:
+    """Until the broker has seen the connection go (not just the client closing it)."""
+    deadline = time.monotonic() + 5
+    while broker._state is not None and broker._state.sessions[client_id].online:
+        assert time.monotonic() < deadline, f"{client_id} still online"
+        time.sleep(0.01)
+
+
+def _wait_subscribed(broker: PythonBroker, client_id: str, topic_filter: str) -> None:
+    """Until the broker has the subscription (gmqtt's subscribe does not wait for SUBACK)."""
+    deadline = time.monotonic() + 5
+    while True:
+        session = broker._state.sessions.get(client_id) if broker._state else None
+        if session is not None and topic_filter in session.subscriptions:
+            return
+        assert time.monotonic() < deadline, f"{client_id} not subscribed to {topic_filter}"
+        time.sleep(0.01)
 
 
 def test_same_client_id_takes_the_session_over(pybroker: PythonBroker) -> None:
@@ -157,9 +178,11 @@ def test_shared_subscription_splits_the_stream_round_robin(pybroker: PythonBroke
         a, b = [], []
         ca = await _gmqtt(pybroker, "ingest-a", a)
         cb = await _gmqtt(pybroker, "ingest-b", b)
+        shared = "$share/ingest/lockers/+/events"
         for c in (ca, cb):
-            c.subscribe(gmqtt.Subscription("$share/ingest/lockers/+/events", qos=1))
-        await asyncio.sleep(0.2)
+            c.subscribe(gmqtt.Subscription(shared, qos=1))
+        for name in ("ingest-a", "ingest-b"):
+            await asyncio.to_thread(_wait_subscribed, pybroker, name, shared)
         with connected(pybroker.host, pybroker.port) as cabinet:
             for i in range(10):
                 assert cabinet.publish(f"lockers/cab-{i}/events", str(i).encode()).value == 0
@@ -184,15 +207,17 @@ def test_gmqtt_manual_ack_after_commit_and_redelivery_without_it(pybroker: Pytho
         held = asyncio.Event()  # never set: the first worker dies before its commit
         c1 = await _gmqtt(pybroker, "ingest-m", first, ack=held)
         c1.subscribe(gmqtt.Subscription(f"$share/ingest/{topic}", qos=1))
-        await asyncio.sleep(0.2)
+        await asyncio.to_thread(_wait_subscribed, pybroker, "ingest-m", f"$share/ingest/{topic}")
         with connected(pybroker.host, pybroker.port) as cabinet:
             assert cabinet.publish(topic, b"event-1").value == 0
         for _ in range(100):
             if first:
                 break
             await asyncio.sleep(0.05)
-        c1._connection._transport.abort()  # crash: no PUBACK, no DISCONNECT
-        await asyncio.sleep(0.2)
+        # The worker crashes: no PUBACK, no DISCONNECT, and it does not come back.
+        c1._is_active = False  # gmqtt would otherwise reconnect and take the session back
+        c1._connection._transport.abort()
+        await asyncio.to_thread(_wait_offline, pybroker, "ingest-m")
         committed = asyncio.Event()
         committed.set()
         c2 = await _gmqtt(pybroker, "ingest-m", second, ack=committed)
@@ -202,7 +227,6 @@ def test_gmqtt_manual_ack_after_commit_and_redelivery_without_it(pybroker: Pytho
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
         await c2.disconnect(session_expiry_interval=0)
-        await c1.disconnect()
         return first, second
 
     first, second = asyncio.run(main())

@@ -47,6 +47,19 @@ def test_clean_start_and_expiry_forget_the_session():
     assert not present
 
 
+def test_another_user_with_the_same_client_id_gets_a_fresh_session():
+    state = BrokerState()
+    session, present = state.open_session("cab-b", clean_start=False, now=0.0, username="cab-b")
+    session.expiry_interval = 3600
+    state.subscribe(session, Subscription("lockers/cab-b/commands", 1))
+    state.publish(Message("lockers/cab-b/commands", b"unlock", 1, False))  # queued
+    intruder, present = state.open_session("cab-b", clean_start=False, now=1.0, username="cab-a")
+    assert not present
+    assert intruder is not session
+    assert not intruder.queue
+    assert not intruder.subscriptions
+
+
 def test_receive_maximum_bounds_what_is_in_flight():
     state = BrokerState()
     session, sent, _ = _online(state, "ingest", receive_maximum=2)

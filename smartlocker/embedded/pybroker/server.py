@@ -272,8 +272,9 @@ class Connection(asyncio.Protocol):
             old.shut(SESSION_TAKEN_OVER)
         server.cancel_will(client_id)
         now = time.monotonic()
-        session, present = server.state.open_session(client_id, clean_start=c.clean_start, now=now)
-        session.username = c.username
+        session, present = server.state.open_session(
+            client_id, clean_start=c.clean_start, now=now, username=c.username
+        )
         if self.version == MQTT_5:
             session.expiry_interval = int(c.properties.get(Prop.SESSION_EXPIRY_INTERVAL, 0))
         else:

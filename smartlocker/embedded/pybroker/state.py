@@ -179,16 +179,20 @@ class BrokerState:
     # -- sessions ---------------------------------------------------------------------
 
     def open_session(
-        self, client_id: str, *, clean_start: bool, now: float
+        self, client_id: str, *, clean_start: bool, now: float, username: str | None = None
     ) -> tuple[Session, bool]:
-        """The session for a CONNECT: ``(session, session_present)``."""
+        """The session for a CONNECT: ``(session, session_present)``.
+
+        A session is resumed only by the user who owns it: what it queued passed the
+        read ACL of that user, not of whoever else might use the same client id.
+        """
         old = self.sessions.get(client_id)
-        if old is not None and (clean_start or old.expired(now)):
+        if old is not None and (clean_start or old.expired(now) or old.username != username):
             self.discard(old)
             old = None
         if old is not None:
             return old, True
-        session = Session(client_id)
+        session = Session(client_id, username)
         self.sessions[client_id] = session
         return session, False
 
