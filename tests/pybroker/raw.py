@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from smartlocker.embedded.pybroker.codec import (
+    Framer,
+    decode,
+    encode,
+)
+from smartlocker.embedded.pybroker.packets import (
     MQTT_5,
     Connack,
     Connect,
-    Framer,
     Packet,
-    decode,
-    encode,
 )
 
 TIMEOUT = 5.0

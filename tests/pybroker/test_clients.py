@@ -12,7 +12,8 @@ import gmqtt
 import pytest
 
 from smartlocker.embedded import PythonBroker
-from smartlocker.embedded.pybroker.codec import (
+from smartlocker.embedded.pybroker.codec import encode
+from smartlocker.embedded.pybroker.packets import (
     MQTT_311,
     Connect,
     Disconnect,
@@ -292,7 +293,6 @@ def test_malformed_input_ends_only_that_connection(
 
 
 def _connect_bytes() -> bytes:
-    from smartlocker.embedded.pybroker.codec import encode
 
     return encode(Connect("again"))
 
@@ -315,3 +315,10 @@ def test_unsupported_protocol_gets_connack_0x01(pybroker: PythonBroker) -> None:
         ack = raw.read()
         assert ack.reason_code == 1  # type: ignore[union-attr]
         assert raw.closed()
+
+
+def test_qos2_subscription_is_granted_qos1_and_a_bad_filter_refused(pybroker: PythonBroker) -> None:
+    with raw_client(pybroker.host, pybroker.port) as raw:
+        raw.connect(Connect("greedy"))
+        raw.send(Subscribe(3, (Subscription("a/b", 2), Subscription("a/#/b", 1))))
+        assert raw.read() == Suback(3, (1, 0x8F))

@@ -9,13 +9,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smartlocker.embedded.pybroker.codec import (
+    Framer,
+    UnsupportedVersion,
+    decode,
+    encode,
+)
+from smartlocker.embedded.pybroker.errors import (
+    MalformedPacket,
+    PacketTooLarge,
+    ProtocolViolation,
+)
+from smartlocker.embedded.pybroker.packets import (
     MQTT_5,
     MQTT_311,
     Auth,
     Connack,
     Connect,
     Disconnect,
-    Framer,
     Packet,
     PacketType,
     Pingreq,
@@ -28,15 +38,7 @@ from smartlocker.embedded.pybroker.codec import (
     Subscription,
     Unsuback,
     Unsubscribe,
-    UnsupportedVersion,
     Will,
-    decode,
-    encode,
-)
-from smartlocker.embedded.pybroker.errors import (
-    MalformedPacket,
-    PacketTooLarge,
-    ProtocolViolation,
 )
 
 text = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=20)

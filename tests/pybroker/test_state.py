@@ -5,7 +5,11 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from smartlocker.embedded.pybroker.codec import Prop, Publish, Subscription
+from smartlocker.embedded.pybroker.packets import (
+    Prop,
+    Publish,
+    Subscription,
+)
 from smartlocker.embedded.pybroker.state import BrokerState, Message
 
 

@@ -15,17 +15,23 @@ import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .auth import Acl, PasswordFile
 from .codec import (
+    Framer,
+    UnsupportedVersion,
+    decode,
+    encode,
+)
+from .errors import ProtocolViolation
+from .packets import (
     MQTT_5,
     MQTT_311,
     Auth,
     Connack,
     Connect,
     Disconnect,
-    Framer,
     Packet,
     Pingreq,
     Pingresp,
@@ -36,12 +42,8 @@ from .codec import (
     Subscribe,
     Unsuback,
     Unsubscribe,
-    UnsupportedVersion,
     Will,
-    decode,
-    encode,
 )
-from .errors import ProtocolViolation
 from .state import BrokerState, Message, Session
 from .topics import split_shared, validate_topic
 
@@ -338,13 +340,10 @@ class Connection(asyncio.Protocol):
                 continue
             if group is not None and sub.no_local:
                 raise ProtocolViolation("No Local on a shared subscription")
-            granted = min(sub.qos, 1)
-            if granted != sub.qos:
-                sub = type(sub)(
-                    sub.topic_filter, granted, sub.no_local, sub.retain_as_published,
-                    sub.retain_handling,
-                )  # fmt: skip
-            retained += self.server.state.subscribe(self.session, sub, identifier)
+            granted = min(sub.qos, 1)  # Maximum QoS 1: a QoS 2 request is granted 1
+            retained += self.server.state.subscribe(
+                self.session, replace(sub, qos=granted), identifier
+            )
             codes.append(granted)
         self._send(Suback(s.packet_id, tuple(codes)))
         for publish in retained:

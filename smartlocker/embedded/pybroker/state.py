@@ -13,7 +13,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from .codec import Prop, Properties, Publish, Subscription, encode
+from .codec import (
+    encode,
+)
+from .packets import (
+    Prop,
+    Properties,
+    Publish,
+    Subscription,
+)
 from .topics import matches, split_shared
 
 __all__ = [
