@@ -170,6 +170,10 @@ class Connection(asyncio.Protocol):
         self.last_heard = time.monotonic()
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
+        #: Packets written during one loop iteration leave in one send() (a syscall per
+        #: packet cost more than everything else the broker does with a message).
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -358,6 +362,7 @@ class Connection(asyncio.Protocol):
         logger.info("client %s disconnected (reason %#04x)", self.client_id, d.reason_code)
         self._finish(abnormal=d.reason_code == DISCONNECT_WITH_WILL)
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     # -- sending and closing ------------------------------------------------------------
@@ -366,7 +371,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(encode(packet, self.version))
+        self._write(encode(packet, self.version))
 
     def _send_publish(self, publish: Publish) -> None:
         transport = self.transport
@@ -376,7 +381,19 @@ class Connection(asyncio.Protocol):
             logger.warning("client %s reads too slowly; disconnecting", self.client_id)
             self.shut(0x97)  # quota exceeded
             return
-        transport.write(encode(publish, self.version))
+        self._write(encode(publish, self.version))
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
 
     def _arm_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -402,6 +419,7 @@ class Connection(asyncio.Protocol):
         self._send(Connack(code))
         self.closed = True
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     def _refuse(self, exc: ProtocolViolation) -> None:
@@ -411,6 +429,7 @@ class Connection(asyncio.Protocol):
             self._send(Connack(exc.reason_code))
             self.closed = True
             if self.transport is not None:
+                self._flush()
                 self.transport.close()
             return
         self.shut(exc.reason_code)
@@ -426,6 +445,7 @@ class Connection(asyncio.Protocol):
             if abort:
                 self.transport.abort()
             else:
+                self._flush()
                 self.transport.close()
 
     def _finish(self, *, abnormal: bool) -> None:
