@@ -274,6 +274,8 @@ BAD = [
     ("wildcard topic", b"\x32\x06\x00\x01#\x00\x01\x00", 0x90),
     ("malformed utf-8", b"\x30\x05\x00\x02\xc3\x28\x00", 0x81),
     ("second connect", None, 0x82),
+    ("pubrel without qos 2", b"\x62\x02\x00\x01", 0x82),
+    ("auth without a method", b"\xf0\x00", 0x82),
 ]
 
 

@@ -33,6 +33,7 @@ from .packets import (
     Connect,
     Disconnect,
     Packet,
+    PacketType,
     Pingreq,
     Pingresp,
     Prop,
@@ -229,7 +230,7 @@ class Connection(asyncio.Protocol):
         match packet:
             case Publish():
                 self._publish(packet)
-            case Puback(kind=kind) if kind == 4:
+            case Puback(kind=PacketType.PUBACK):
                 self.session.acknowledge(packet.packet_id)
             case Subscribe():
                 self._subscribe(packet)
