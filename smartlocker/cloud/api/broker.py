@@ -24,10 +24,12 @@ import os
 import secrets
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from smartlocker.embedded import EmbeddedBroker
 from smartlocker.mqtt_passwords import mosquitto_password_hash, verify_mosquitto_password
+
+if TYPE_CHECKING:  # production API processes never load the embedded brokers
+    from smartlocker.embedded import EmbeddedBroker
 
 __all__ = [
     "BrokerRegistrar",
