@@ -120,11 +120,11 @@ class MqttServer:
             self._sweeper = None
 
     def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(5.0, self._sweep)  # first: a failure must not end it
         gone = self.state.expire(time.monotonic())
         if gone:
             logger.info("sessions expired: %s", ", ".join(gone[:20]))
-        loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(5.0, self._sweep)
 
     # -- wills ---------------------------------------------------------------------------
 
