@@ -14,14 +14,20 @@ sudo_if_needed() {
 }
 
 # Debian packages: the broker, PostgreSQL 15 server binaries, venv support, Chromium.
+# SMARTLOCKER_BOOTSTRAP=demo (scripts/demo.sh) needs only venv support: the demo
+# falls back to its in-process Python broker and pip's PostgreSQL server.
 need=()
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v mosquitto_passwd >/dev/null || [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+if [ "${SMARTLOCKER_BOOTSTRAP:-}" != demo ]; then
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v mosquitto_passwd >/dev/null || [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # The dashboard's browser tests: headless Chromium driven by Playwright.
-[ -x /usr/bin/chromium ] || need+=(chromium)
-[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+if [ "${SMARTLOCKER_BOOTSTRAP:-}" != demo ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   sudo_if_needed apt-get update -qq

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh
+# Only Python is needed: without mosquitto the demo runs its in-process broker.
+SMARTLOCKER_BOOTSTRAP=demo scripts/bootstrap.sh
 exec .venv/bin/smartlocker demo "$@"

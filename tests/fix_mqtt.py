@@ -4,6 +4,8 @@
 ``secure_broker`` session-wide broker with passwords, the CONTRACT.md ACL and TLS.
 ``fresh_broker``  a new anonymous broker per test, which the test may stop, kill and
                   restart at will.
+``any_secure_broker`` / ``any_fresh_broker``: the same, once with Mosquitto and once
+                  with the in-process Python broker (parametrized by broker kind).
 Every broker runs under pytest's tmp_path_factory and is stopped at teardown, even
 when the test failed.
 """
@@ -15,12 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from smartlocker.embedded import MosquittoBroker
+from smartlocker.embedded import MosquittoBroker, PythonBroker
 from tests.support.pki import TestPki, make_pki
 
+B = TypeVar("B", MosquittoBroker, PythonBroker)
 CABINETS = ("cab-a", "cab-b")
 CLOUD_USER = "cloud"
 
@@ -29,7 +33,7 @@ CLOUD_USER = "cloud"
 class SecureBroker:
     """The ``secure_broker`` fixture: the broker plus what clients need to log in."""
 
-    broker: MosquittoBroker
+    broker: MosquittoBroker | PythonBroker
     pki: TestPki
     passwords: dict[str, str] = field(default_factory=dict)
 
@@ -58,7 +62,7 @@ class SecureBroker:
 
 
 @contextmanager
-def _running(broker: MosquittoBroker) -> Iterator[MosquittoBroker]:
+def _running(broker: B) -> Iterator[B]:
     """Start ``broker`` and stop it afterwards, whatever happened in between."""
     try:
         broker.start()
@@ -100,4 +104,38 @@ def secure_broker(
 def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """A new anonymous broker for one test, which may stop, kill or restart it."""
     with _running(MosquittoBroker(tmp_path_factory.mktemp("fresh-broker"))) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def python_secure_broker(
+    tmp_path_factory: pytest.TempPathFactory, test_pki: TestPki
+) -> Iterator[SecureBroker]:
+    """``secure_broker`` served by the in-process Python broker."""
+    passwords = {name: secrets.token_urlsafe(16) for name in (*CABINETS, CLOUD_USER)}
+    broker = PythonBroker(
+        tmp_path_factory.mktemp("py-secure-broker"),
+        users=passwords,
+        cloud_users=[CLOUD_USER],
+        tls=test_pki.server,
+    )
+    with _running(broker) as running:
+        yield SecureBroker(broker=running, pki=test_pki, passwords=passwords)
+
+
+@pytest.fixture(params=["mosquitto", "python"])
+def any_secure_broker(request: pytest.FixtureRequest) -> SecureBroker:
+    """``secure_broker`` with Mosquitto, then with the Python broker."""
+    name = "secure_broker" if request.param == "mosquitto" else "python_secure_broker"
+    broker: SecureBroker = request.getfixturevalue(name)
+    return broker
+
+
+@pytest.fixture(params=["mosquitto", "python"])
+def any_fresh_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MosquittoBroker | PythonBroker]:
+    """``fresh_broker`` with Mosquitto, then with the Python broker."""
+    kind = MosquittoBroker if request.param == "mosquitto" else PythonBroker
+    with _running(kind(tmp_path_factory.mktemp("fresh-broker"))) as broker:
         yield broker

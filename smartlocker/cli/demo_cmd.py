@@ -30,6 +30,15 @@ logger = logging.getLogger(__name__)
     show_default=True,
     help="The API listens on 127.0.0.1:PORT (0: any free port).",
 )
+@click.option(
+    "--broker",
+    "broker_kind",
+    type=click.Choice(["auto", "mosquitto", "python"]),
+    default="auto",
+    show_default=True,
+    help="MQTT broker: the system's mosquitto, the in-process Python broker, or "
+    "auto (mosquitto if installed, else python).",
+)
 @click.option("--cabinets", default=3, show_default=True, help="Virtual cabinets to run.")
 @click.option(
     "--day", "day_s", default=300.0, show_default=True, help="Real seconds one simulated day lasts."
@@ -44,6 +53,7 @@ logger = logging.getLogger(__name__)
 def demo(
     database_url: str | None,
     api_port: int,
+    broker_kind: str,
     cabinets: int,
     day_s: float,
     parcels_per_day: int,
@@ -59,7 +69,9 @@ def demo(
     for noisy in ("smartlocker.edge_agent", "smartlocker.simulators", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     work = workdir or Path(tempfile.mkdtemp(prefix="smartlocker-demo-"))
-    stack = Stack(work, database_url=database_url, api_port=api_port or None)
+    stack = Stack(
+        work, database_url=database_url, api_port=api_port or None, broker_kind=broker_kind
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -81,6 +93,7 @@ smartlocker demo is running.
 
   dashboard:  {url}/dashboard/   (sign in with the admin key below)
   API:        {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)
+  broker:     {stack.broker_description}
   admin key:  {stack.admin_key}
   kiosks:     {", ".join(c.kiosk_url for c in stack.cabinets)}
   logs:       {work}

@@ -1,7 +1,8 @@
 """The whole system on one machine: broker, database, cloud services, virtual cabinets.
 
 Used by ``smartlocker demo`` (and by anyone who wants the real thing running
-locally): a private Mosquitto with passwords and the contract's ACL; PostgreSQL
+locally): a private broker with passwords and the contract's ACL (the system's
+Mosquitto, or the in-process Python broker where it is not installed); PostgreSQL
 (the given URL, or an embedded server); ``smartlocker cloud ingest``, ``cloud api``
 and ``cloud workers`` as their own processes, exactly as deployed; and cabinets
 provisioned through the API, each the real edge agent on gpiozero mock pins with
@@ -26,7 +27,7 @@ from gpiozero.pins.mock import MockFactory
 from smartlocker.cloud.api.auth import Role, create_key
 from smartlocker.cloud.db import migrate
 from smartlocker.edge_agent import Agent, parse_config
-from smartlocker.embedded import MosquittoBroker, free_port
+from smartlocker.embedded import MosquittoBroker, PythonBroker, free_port, make_broker
 from smartlocker.embedded.postgres import EmbeddedPostgres
 from smartlocker.protocol import generate_private_key, private_key_pem
 
@@ -104,9 +105,11 @@ class Stack:
     #: Cabinet timings: how soon a pulsed door must open, how long it may stay open.
     open_window_s: float = 5.0
     held_open_s: float = 60.0
+    #: ``auto`` (Mosquitto if installed, else the Python broker), ``mosquitto`` or ``python``.
+    broker_kind: str = "auto"
     services: list[_Service] = field(default_factory=list)
     cabinets: list[VirtualCabinet] = field(default_factory=list)
-    broker: MosquittoBroker | None = None
+    broker: MosquittoBroker | PythonBroker | None = None
     inbox: CodeInbox | None = None
     admin_key: str = ""
     api: ApiClient | None = None
@@ -124,12 +127,21 @@ class Stack:
 
     def _start(self) -> None:
         cloud_password = secrets.token_urlsafe(16)
-        self.broker = MosquittoBroker(
-            self.workdir / "broker", users={CLOUD_USER: cloud_password}, cloud_users=[CLOUD_USER]
+        self.broker = make_broker(
+            self.broker_kind,
+            self.workdir / "broker",
+            users={CLOUD_USER: cloud_password},
+            cloud_users=[CLOUD_USER],
         )
         self.broker.start()
-        pid_file = self.workdir / "broker" / "mosquitto.pid"
-        pid_file.write_text(str(self.broker.pid))
+        logger.info("broker: %r", self.broker)
+        # The API provisions cabinets by writing the password file; Mosquitto must then
+        # be sent SIGHUP (its pid file), the Python broker re-reads the file by itself.
+        reload_env = {}
+        if isinstance(self.broker, MosquittoBroker):
+            pid_file = self.workdir / "broker" / "mosquitto.pid"
+            pid_file.write_text(str(self.broker.pid))
+            reload_env["SMARTLOCKER_MOSQUITTO_PID"] = str(pid_file)
         if self.database_url is None:
             self._embedded = EmbeddedPostgres(self.workdir / "postgres")
             self.database_url = self._embedded.start()
@@ -151,12 +163,14 @@ class Stack:
             "SMARTLOCKER_SIGNING_KEY": str(key),
             "SMARTLOCKER_API_BIND": f"127.0.0.1:{port}",
             "SMARTLOCKER_MOSQUITTO_PASSWD": str(self.broker.password_path),
-            "SMARTLOCKER_MOSQUITTO_PID": str(pid_file),
+            **reload_env,
             "SMARTLOCKER_DEVICE_MQTT_URL": self.broker.url,
             "SMARTLOCKER_SMS_WEBHOOK_URL": self.inbox.url,
             "SMARTLOCKER_PROVIDER_WEBHOOK_SECRET": provider_secret,
             "PROMETHEUS_MULTIPROC_DIR": str(_empty_dir(self.workdir / "metrics")),
         }
+        if not reload_env:
+            env.pop("SMARTLOCKER_MOSQUITTO_PID", None)  # whatever the caller's shell had
         self._spawn("ingest", ["cloud", "ingest", "--heartbeat-timeout", "30"], env)
         self._spawn("api", ["cloud", "api", "--workers", str(self.api_workers)], env)
         self._spawn("workers", ["cloud", "workers", "--poll", "0.2", "--first-retry", "1"], env)
@@ -261,6 +275,14 @@ class Stack:
         world = VirtualWorld(config, factory, open_after_s=0.3, hold_s=1.5)
         world.start()
         return VirtualCabinet(cabinet, agent, world, factory)
+
+    @property
+    def broker_description(self) -> str:
+        """Which broker runs where, for people (``mosquitto mqtt://…`` / ``python …``)."""
+        if self.broker is None:
+            return "none"
+        kind = "mosquitto" if isinstance(self.broker, MosquittoBroker) else "python (in-process)"
+        return f"{kind} {self.broker.url}"
 
     @property
     def broker_url(self) -> str:

@@ -1,4 +1,5 @@
-"""The broker ACL of CONTRACT.md, checked against a real Mosquitto 2.0.11.
+"""The broker ACL of CONTRACT.md, checked against a real Mosquitto 2.0.11 and against
+the in-process Python broker, which follows the same semantics.
 
 What Mosquitto 2.0.11 does under MQTT 5, as observed and asserted here:
 - a denied QoS 1 publish is answered with PUBACK "Not authorized" (0x87) and dropped;
@@ -33,24 +34,24 @@ def _payload() -> bytes:
 
 
 @pytest.fixture
-def cab_a(secure_broker) -> Iterator[MqttTestClient]:
+def cab_a(any_secure_broker) -> Iterator[MqttTestClient]:
     with connected(
-        secure_broker.host,
-        secure_broker.port,
+        any_secure_broker.host,
+        any_secure_broker.port,
         username="cab-a",
-        password=secure_broker.passwords["cab-a"],
+        password=any_secure_broker.passwords["cab-a"],
     ) as client:
         yield client
 
 
 @pytest.fixture
-def cloud(secure_broker) -> Iterator[MqttTestClient]:
+def cloud(any_secure_broker) -> Iterator[MqttTestClient]:
     """The cloud account, subscribed to everything under the prefix."""
     with connected(
-        secure_broker.host,
-        secure_broker.port,
+        any_secure_broker.host,
+        any_secure_broker.port,
         username="cloud",
-        password=secure_broker.passwords["cloud"],
+        password=any_secure_broker.passwords["cloud"],
     ) as client:
         assert client.subscribe(ALL_CABINETS).value == 1
         yield client
@@ -122,7 +123,7 @@ FORBIDDEN_SUBSCRIBE = [
 @pytest.mark.parametrize(
     ("topic_filter", "forbidden"), FORBIDDEN_SUBSCRIBE, ids=[f for f, _ in FORBIDDEN_SUBSCRIBE]
 )
-def test_cabinet_cannot_read_elsewhere(secure_broker, cab_a, topic_filter, forbidden):
+def test_cabinet_cannot_read_elsewhere(any_secure_broker, cab_a, topic_filter, forbidden):
     # Mosquitto 2.0.11 grants the subscription (SUBACK QoS 1, not 0x87) and applies
     # the read ACL to every message instead.
     assert cab_a.subscribe(topic_filter, qos=1).value == 1
@@ -130,10 +131,10 @@ def test_cabinet_cannot_read_elsewhere(secure_broker, cab_a, topic_filter, forbi
     if not TopicFilter(topic_filter).matches(marker):
         assert cab_a.subscribe(marker, qos=1).value == 1
     with connected(
-        secure_broker.host,
-        secure_broker.port,
+        any_secure_broker.host,
+        any_secure_broker.port,
         username="cloud",
-        password=secure_broker.passwords["cloud"],
+        password=any_secure_broker.passwords["cloud"],
     ) as cloud:
         for topic in forbidden:
             assert cloud.publish(topic, b"not for cab-a", qos=1).value == 0
@@ -142,13 +143,13 @@ def test_cabinet_cannot_read_elsewhere(secure_broker, cab_a, topic_filter, forbi
     _expect_marker(cab_a, marker, payload)
 
 
-def test_cloud_reads_a_shared_subscription(secure_broker, cab_a):
+def test_cloud_reads_a_shared_subscription(any_secure_broker, cab_a):
     # Ingest workers split the stream with $share; the cloud ACL must allow it.
     with connected(
-        secure_broker.host,
-        secure_broker.port,
+        any_secure_broker.host,
+        any_secure_broker.port,
         username="cloud",
-        password=secure_broker.passwords["cloud"],
+        password=any_secure_broker.passwords["cloud"],
     ) as cloud:
         assert cloud.subscribe(SCHEME.shared("ingest", Channel.EVENTS), qos=1).value == 1
         topic, payload = SCHEME.topic("cab-a", Channel.EVENTS), _payload()
@@ -164,9 +165,9 @@ def test_cloud_reads_a_shared_subscription(secure_broker, cab_a):
     [(None, None), ("cab-a", "wrong-password"), ("cab-a", ""), ("cab-z", "whatever")],
     ids=["anonymous", "wrong-password", "empty-password", "unknown-user"],
 )
-def test_connect_without_valid_credentials_is_refused(secure_broker, username, password):
+def test_connect_without_valid_credentials_is_refused(any_secure_broker, username, password):
     client = MqttTestClient(
-        secure_broker.host, secure_broker.port, username=username, password=password
+        any_secure_broker.host, any_secure_broker.port, username=username, password=password
     )
     with client:
         rc = client.connect()

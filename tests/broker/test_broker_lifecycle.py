@@ -1,4 +1,5 @@
-"""MosquittoBroker's lifecycle: persistence across restarts, SIGKILL, live provisioning."""
+"""The embedded brokers' lifecycle (Mosquitto and the Python broker): state kept across
+stop and start, lost on a kill, live provisioning."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 
 import pytest
 
-from smartlocker.embedded import BrokerError, MosquittoBroker
+from smartlocker.embedded import BrokerError, MosquittoBroker, PythonBroker
 from smartlocker.protocol import Channel, TopicScheme
 from tests.support.mqtt import NOT_AUTHORIZED, MqttTestClient, connected
 
@@ -24,43 +25,43 @@ def _publish_retained(broker, payload):
         assert not client.publish(STATUS, payload, qos=1, retain=True).is_failure
 
 
-def test_retained_message_survives_stop_and_start(fresh_broker):
+def test_retained_message_survives_stop_and_start(any_fresh_broker):
     payload = uuid.uuid4().hex.encode()
-    _publish_retained(fresh_broker, payload)
-    fresh_broker.stop()
-    assert not fresh_broker.running
-    fresh_broker.start()
-    with _connected(fresh_broker) as client:
+    _publish_retained(any_fresh_broker, payload)
+    any_fresh_broker.stop()
+    assert not any_fresh_broker.running
+    any_fresh_broker.start()
+    with _connected(any_fresh_broker) as client:
         assert client.subscribe(STATUS).value == 1
         msg = client.expect()
         assert (msg.topic, msg.payload, msg.retain) == (str(STATUS), payload, True)
 
 
-def test_persistent_session_survives_restart(fresh_broker):
+def test_persistent_session_survives_restart(any_fresh_broker):
     commands = SCHEME.topic("cab-a", Channel.COMMANDS)
-    cabinet = MqttTestClient(fresh_broker.host, fresh_broker.port, client_id="cab-a")
+    cabinet = MqttTestClient(any_fresh_broker.host, any_fresh_broker.port, client_id="cab-a")
     with cabinet:
         assert cabinet.connect(clean_start=False).value == 0
         assert cabinet.subscribe(commands, qos=1).value == 1
-    with _connected(fresh_broker) as cloud:
+    with _connected(any_fresh_broker) as cloud:
         assert cloud.publish(commands, b"queued while offline", qos=1).value == 0  # 0x10 if lost
-    fresh_broker.restart()
-    cabinet = MqttTestClient(fresh_broker.host, fresh_broker.port, client_id="cab-a")
+    any_fresh_broker.restart()
+    cabinet = MqttTestClient(any_fresh_broker.host, any_fresh_broker.port, client_id="cab-a")
     with cabinet:
         assert cabinet.connect(clean_start=False).value == 0
         msg = cabinet.expect()
         assert (msg.topic, msg.payload) == (str(commands), b"queued while offline")
 
 
-def test_kill_then_restart_keeps_the_port_and_loses_unsaved_state(fresh_broker):
-    port, url = fresh_broker.port, fresh_broker.url
-    _publish_retained(fresh_broker, b"never saved")
-    fresh_broker.kill()
-    assert not fresh_broker.running
-    fresh_broker.restart()
-    assert fresh_broker.running
-    assert (fresh_broker.port, fresh_broker.url) == (port, url)
-    with _connected(fresh_broker) as client:
+def test_kill_then_restart_keeps_the_port_and_loses_unsaved_state(any_fresh_broker):
+    port, url = any_fresh_broker.port, any_fresh_broker.url
+    _publish_retained(any_fresh_broker, b"never saved")
+    any_fresh_broker.kill()
+    assert not any_fresh_broker.running
+    any_fresh_broker.restart()
+    assert any_fresh_broker.running
+    assert (any_fresh_broker.port, any_fresh_broker.url) == (port, url)
+    with _connected(any_fresh_broker) as client:
         assert client.subscribe(STATUS).value == 1
         # SIGKILL gave mosquitto no chance to write its database: the retained
         # message is gone (a marker retained afterwards arrives first).
@@ -68,8 +69,9 @@ def test_kill_then_restart_keeps_the_port_and_loses_unsaved_state(fresh_broker):
         assert client.expect().payload == b"marker"
 
 
-def test_add_user_provisions_a_cabinet_without_restart(tmp_path):
-    with MosquittoBroker(tmp_path, users={"cloud": "cloud-pw"}, cloud_users=["cloud"]) as broker:
+@pytest.mark.parametrize("kind", [MosquittoBroker, PythonBroker], ids=["mosquitto", "python"])
+def test_add_user_provisions_a_cabinet_without_restart(tmp_path, kind):
+    with kind(tmp_path, users={"cloud": "cloud-pw"}, cloud_users=["cloud"]) as broker:
         pid = broker.pid
         refused = MqttTestClient(broker.host, broker.port, username="cab-new", password="pw")
         with refused:
@@ -92,3 +94,13 @@ def test_start_failure_reports_the_log(tmp_path):
             broker.start(timeout=5)
     assert not broker.running
     assert "exited" in str(info.value)
+
+
+def test_python_broker_start_failure_says_why(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        broker = PythonBroker(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(BrokerError, match=r"(?i)address already in use"):
+            broker.start(timeout=5)
+    assert not broker.running

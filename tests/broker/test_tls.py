@@ -1,4 +1,5 @@
-"""The TLS listener: clients that trust the test CA get in, others fail the handshake."""
+"""The TLS listener (Mosquitto's and the Python broker's): clients that trust the test CA
+get in, others fail the handshake."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ SCHEME = TopicScheme("lockers")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_tls_with_the_right_ca(secure_broker, host):
+def test_tls_with_the_right_ca(any_secure_broker, host):
     def login(name):
         return connected(
             host,
-            secure_broker.tls_port,
+            any_secure_broker.tls_port,
             username=name,
-            password=secure_broker.passwords[name],
-            ca=secure_broker.ca,
+            password=any_secure_broker.passwords[name],
+            ca=any_secure_broker.ca,
         )
 
     topic, payload = SCHEME.topic("cab-a", Channel.EVENTS), uuid.uuid4().hex.encode()
@@ -32,13 +33,13 @@ def test_tls_with_the_right_ca(secure_broker, host):
         assert (msg.topic, msg.payload) == (str(topic), payload)
 
 
-def test_tls_with_a_wrong_ca_fails(secure_broker):
+def test_tls_with_a_wrong_ca_fails(any_secure_broker):
     client = MqttTestClient(
-        secure_broker.host,
-        secure_broker.tls_port,
+        any_secure_broker.host,
+        any_secure_broker.tls_port,
         username="cab-a",
-        password=secure_broker.passwords["cab-a"],
-        ca=secure_broker.wrong_ca,
+        password=any_secure_broker.passwords["cab-a"],
+        ca=any_secure_broker.wrong_ca,
     )
     with client, pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         client.connect()

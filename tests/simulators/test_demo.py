@@ -1,4 +1,8 @@
-"""``smartlocker demo``: from nothing to parcels deposited and picked up, then a clean stop."""
+"""``smartlocker demo``: from nothing to parcels deposited and picked up, then a clean stop.
+
+It runs with ``--broker python``, as on a machine without mosquitto (the stack on
+Mosquitto is exercised by tests/simulators/test_scenario.py).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def test_demo_shows_deposits_and_pickups_and_the_walkthrough_curl_lists_them(
         "-m",
         "smartlocker.cli",
         "demo",
+        "--broker",
+        "python",
         "--api-port",
         "0",
         "--cabinets",
@@ -49,6 +55,7 @@ def test_demo_shows_deposits_and_pickups_and_the_walkthrough_curl_lists_them(
                 break
             assert time.monotonic() - started < 120, "".join(lines[-40:])
         text = "".join(lines)
+        assert "broker:     python (in-process) mqtt://127.0.0.1:" in text, text
         key = re.search(r"admin key:\s+(\S+)", text)
         api = re.search(r"API:\s+(http://\S+)/api/v1", text)
         assert key is not None, text

@@ -23,10 +23,13 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
     return value
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+@pytest.fixture(params=["mosquitto", "python"])
+def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The whole stack, once on Mosquitto and once on the in-process Python broker."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))  # pgserver's lock
-    s = Stack(tmp_path / "stack", open_window_s=2.0, held_open_s=2.0)
+    s = Stack(tmp_path / "stack", open_window_s=2.0, held_open_s=2.0, broker_kind=request.param)
     s.start()
     try:
         s.provision("day", "Day station", 5)

@@ -5,27 +5,31 @@ pattern (``lockers/%u/...``) then limits it to its own topics, so registering a
 cabinet means adding one username and password:
 
 * :class:`EmbeddedRegistrar`: the private broker of tests and the demo
-  (:meth:`MosquittoBroker.add_user`, which reloads it).
+  (``add_user`` of :class:`MosquittoBroker`, which reloads it, or of
+  :class:`PythonBroker`, which re-reads its password file on the next CONNECT).
 * :class:`PasswordFileRegistrar`: a Mosquitto ``password_file``; the entry is
   written in Mosquitto's own PBKDF2-SHA512 format (``$7$``, as ``mosquitto_passwd``
-  writes it) and Mosquitto is sent SIGHUP (from its pid file) to re-read it.
+  writes it, see :mod:`smartlocker.mqtt_passwords`) and Mosquitto is sent SIGHUP
+  (from its pid file) to re-read it. The Python broker needs no signal: it notices
+  the file changed on the next CONNECT.
 * In production with several brokers, Mosquitto's dynamic-security plugin is the
   better path (``mosquitto_ctrl dynsec createClient <cabinet>``); see docs/api.md.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
-import hashlib
 import logging
 import os
 import secrets
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from smartlocker.embedded import MosquittoBroker
+from smartlocker.mqtt_passwords import mosquitto_password_hash, verify_mosquitto_password
+
+if TYPE_CHECKING:  # production API processes never load the embedded brokers
+    from smartlocker.embedded import EmbeddedBroker
 
 __all__ = [
     "BrokerRegistrar",
@@ -37,8 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_ITERATIONS = 101  # mosquitto_passwd's default for $7$
 
 
 class BrokerRegistrar(Protocol):
@@ -52,30 +54,10 @@ def new_device_password() -> str:
     return secrets.token_urlsafe(32)
 
 
-def mosquitto_password_hash(
-    password: str, *, salt: bytes | None = None, iterations: int = _ITERATIONS
-) -> str:
-    """The ``$7$`` entry Mosquitto 2 verifies (PBKDF2-HMAC-SHA512, 12-byte salt)."""
-    salt = salt if salt is not None else os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def verify_mosquitto_password(password: str, entry: str) -> bool:
-    """Whether ``password`` matches a ``$7$`` entry."""
-    parts = entry.split("$")
-    if len(parts) != 5 or parts[1] != "7":
-        return False
-    salt = base64.b64decode(parts[3])
-    expected = base64.b64decode(parts[4])
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]))
-    return secrets.compare_digest(digest, expected)
-
-
 class EmbeddedRegistrar:
-    """Adds the user to a :class:`MosquittoBroker` this process runs (tests, demo)."""
+    """Adds the user to an embedded broker this process runs (tests, demo)."""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
+    def __init__(self, broker: EmbeddedBroker) -> None:
         self.broker = broker
 
     def register(self, username: str, password: str) -> None:
