@@ -118,6 +118,36 @@ def test_unacked_and_queued_qos1_are_redelivered_after_reconnect(pybroker: Pytho
         assert not raw.connect(_session("ingest-1")).session_present
 
 
+def test_a_command_that_expired_while_the_cabinet_was_away_is_never_delivered(
+    pybroker: PythonBroker,
+) -> None:
+    """The cloud's commands carry a Message Expiry Interval: a cabinet back late gets
+    only what still has time left, and that with the time it has left."""
+    topic = _topic()
+    with raw_client(pybroker.host, pybroker.port) as cabinet:
+        assert not cabinet.connect(_session("cab-expiry")).session_present
+        cabinet.send(Subscribe(1, (Subscription(topic, 1),)))
+        assert cabinet.read() == Suback(1, (1,))
+        cabinet.sock.close()  # power cut
+        _wait_offline(pybroker, "cab-expiry")
+    with raw_client(pybroker.host, pybroker.port) as cloud:
+        cloud.connect(Connect("cloud-expiry"))
+        for packet_id, (payload, ttl) in enumerate([(b"short", 1), (b"long", 60)], start=1):
+            props = {Prop.MESSAGE_EXPIRY_INTERVAL: ttl}
+            cloud.send(Publish(topic, payload, qos=1, packet_id=packet_id, properties=props))
+            assert cloud.read() == Puback(packet_id, 0)
+    time.sleep(1.2)
+    with raw_client(pybroker.host, pybroker.port) as cabinet:
+        assert cabinet.connect(_session("cab-expiry")).session_present
+        got = cabinet.read()
+        assert isinstance(got, Publish)
+        assert got.payload == b"long"
+        assert 0 < got.properties[Prop.MESSAGE_EXPIRY_INTERVAL] <= 59
+        cabinet.send(Puback(got.packet_id or 0))
+        with pytest.raises(TimeoutError):
+            cabinet.read(timeout=0.3)
+
+
 def _wait_offline(broker: PythonBroker, client_id: str) -> None:
     """Until the broker has seen the connection go (not just the client closing it)."""
     deadline = time.monotonic() + 5

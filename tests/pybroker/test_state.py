@@ -64,6 +64,62 @@ def test_another_user_with_the_same_client_id_gets_a_fresh_session():
     assert not intruder.subscriptions
 
 
+class FakeClock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_queued_message_past_its_expiry_is_dropped_not_delivered():
+    clock = FakeClock()
+    state = BrokerState(clock=clock)
+    session, _, _ = _online(state, "cab")
+    session.expiry_interval = 3600
+    state.subscribe(session, Subscription("lockers/cab/commands", 1))
+    session.detach(now=0.0)
+    expiring = {Prop.MESSAGE_EXPIRY_INTERVAL: 10}
+    state.publish(Message("lockers/cab/commands", b"late", 1, False, expiring))
+    state.publish(Message("lockers/cab/commands", b"keeps", 1, False))
+    state.publish(Message("lockers/cab/commands", b"in-time", 1, False, {**expiring}))
+    clock.now = 10.0
+    again, sent, present = _online(state, "cab", clean=False)
+    assert present
+    # Both expiring messages were published at 0 with 10 s to live: at 10 s both are due.
+    assert [p.payload for p in sent] == [b"keeps"]
+    assert again.expired_messages == 2
+
+
+def test_a_delivered_message_carries_the_time_it_has_left():
+    clock = FakeClock()
+    state = BrokerState(clock=clock)
+    session, _, _ = _online(state, "cab")
+    session.expiry_interval = 3600
+    state.subscribe(session, Subscription("t", 1))
+    session.detach(now=0.0)
+    state.publish(Message("t", b"m", 1, False, {Prop.MESSAGE_EXPIRY_INTERVAL: 30}))
+    clock.now = 12.5
+    _, sent, _ = _online(state, "cab", clean=False)
+    assert [p.properties[Prop.MESSAGE_EXPIRY_INTERVAL] for p in sent] == [18]
+
+
+def test_an_expired_retained_message_is_forgotten():
+    clock = FakeClock()
+    state = BrokerState(clock=clock)
+    props = {Prop.MESSAGE_EXPIRY_INTERVAL: 5}
+    state.publish(Message("lockers/cab/desired", b"v1", 1, True, props))
+    early, _, _ = _online(state, "early")
+    got = state.subscribe(early, Subscription("lockers/+/desired", 1))
+    assert [(p.payload, p.properties[Prop.MESSAGE_EXPIRY_INTERVAL]) for p in got] == [(b"v1", 5)]
+    clock.now = 5.0
+    late, _, _ = _online(state, "late")
+    assert state.subscribe(late, Subscription("lockers/+/desired", 1)) == []
+    assert "lockers/cab/desired" not in state.retained
+
+
 def test_receive_maximum_bounds_what_is_in_flight():
     state = BrokerState()
     session, sent, _ = _online(state, "ingest", receive_maximum=2)
@@ -187,7 +243,7 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def bounded_in_flight_and_nothing_lost(self) -> None:
         assert len(self.session.inflight) <= 3
-        pending = [int(p.payload) for p in self.session.queue]
+        pending = [int(q.publish.payload) for q in self.session.queue]
         inflight = [int(p.payload) for p in self.session.inflight.values()]
         assert sorted(self.acked + inflight + pending) == list(range(self.published))
         assert pending == sorted(pending)

@@ -1,14 +1,17 @@
-"""Sessions, subscriptions, retained messages and routing (pure: no sockets, no clock).
+"""Sessions, subscriptions, retained messages and routing (pure: no sockets).
 
 The server attaches a :class:`Sender` to a session while its client is connected;
 everything else (queueing QoS 1 messages for absent clients, the client's Receive
-Maximum, redelivery with DUP, ``$share`` round robin, retained messages) is decided
-here and can be tested with a list as the "socket". Time comes in as arguments.
+Maximum, redelivery with DUP, ``$share`` round robin, retained messages, Message
+Expiry) is decided here and can be tested with a list as the "socket". Time comes in
+as arguments or from the injected monotonic ``clock`` (a fake one in tests).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -41,6 +44,8 @@ MAX_QUEUED = 100_000
 Sender = Callable[[Publish], None]
 #: May ``username`` read ``topic``? (the ACL; delivery checks it per message).
 ReadCheck = Callable[[str | None, str, str], bool]
+#: Monotonic seconds.
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +58,16 @@ class Message:
     retain: bool
     properties: Properties = field(default_factory=dict)
     sender_id: str = ""
+    #: Monotonic deadline from the publisher's Message Expiry Interval (set on routing).
+    expires_at: float | None = None
 
 
-@dataclass(slots=True)
-class _Outgoing:
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A QoS 1 message waiting for its turn, with its expiry deadline if it has one."""
+
     publish: Publish
-    sent: bool = False
+    expires_at: float | None
 
 
 @dataclass(eq=False)
@@ -74,9 +83,12 @@ class Session:
     max_packet_size: int | None = None
     sender: Sender | None = None
     disconnected_at: float | None = None
-    queue: deque[Publish] = field(default_factory=deque)
+    queue: deque[_Queued] = field(default_factory=deque)
     inflight: dict[int, Publish] = field(default_factory=dict)
     dropped: int = 0
+    #: Messages whose Message Expiry Interval passed before delivery began (§3.3.2.3.3).
+    expired_messages: int = 0
+    clock: Clock = time.monotonic
     _next_id: int = 1
 
     @property
@@ -92,7 +104,12 @@ class Session:
         )
 
     def enqueue(self, publish: Publish) -> None:
-        """Send now (QoS 0 online), queue (QoS 1), or drop (QoS 0 offline, or full)."""
+        """Send now (QoS 0 online), queue (QoS 1), or drop (QoS 0 offline, or full).
+
+        A Message Expiry Interval on ``publish`` is the time it has left from now: it
+        becomes the deadline after which the message is dropped instead of sent, and
+        what is sent carries the time left then (MQTT 5 §3.3.2.3.3).
+        """
         if (
             self.max_packet_size is not None
             and len(encode(replace(publish, packet_id=1))) > self.max_packet_size
@@ -108,14 +125,27 @@ class Session:
             if self.dropped % 1000 == 1:
                 logger.warning("queue of %s full: %d messages dropped", self, self.dropped)
             return
-        self.queue.append(publish)
+        interval = publish.properties.get(Prop.MESSAGE_EXPIRY_INTERVAL)
+        expires_at = None if interval is None else self.clock() + int(interval)
+        self.queue.append(_Queued(publish, expires_at))
         self.pump()
 
     def pump(self) -> None:
         """Send queued QoS 1 messages while the client's Receive Maximum allows."""
         while self.sender is not None and self.queue and len(self.inflight) < self.receive_maximum:
+            queued = self.queue.popleft()
+            publish = queued.publish
+            if queued.expires_at is not None:
+                left = queued.expires_at - self.clock()
+                if left <= 0:
+                    self.expired_messages += 1
+                    logger.info("message on %s for %s expired undelivered", publish.topic, self)
+                    continue
+                props = dict(publish.properties)
+                props[Prop.MESSAGE_EXPIRY_INTERVAL] = math.ceil(left)
+                publish = replace(publish, properties=props)
             packet_id = self._allocate_id()
-            publish = replace(self.queue.popleft(), packet_id=packet_id)
+            publish = replace(publish, packet_id=packet_id)
             self.inflight[packet_id] = publish
             self.sender(publish)
 
@@ -174,8 +204,11 @@ class _Group:
 class BrokerState:
     """Every session, subscription and retained message of one broker."""
 
-    def __init__(self, read_allowed: ReadCheck | None = None) -> None:
+    def __init__(
+        self, read_allowed: ReadCheck | None = None, clock: Clock = time.monotonic
+    ) -> None:
         self.sessions: dict[str, Session] = {}
+        self.clock = clock
         self.retained: dict[str, Message] = {}
         #: Non-shared subscriptions: plain filters in a dict (exact topics are most of
         #: them), wildcard filters in a list scanned per message.
@@ -200,7 +233,7 @@ class BrokerState:
             old = None
         if old is not None:
             return old, True
-        session = Session(client_id, username)
+        session = Session(client_id, username, clock=self.clock)
         self.sessions[client_id] = session
         return session, False
 
@@ -239,7 +272,7 @@ class BrokerState:
         out = []
         for topic, message in self._retained_matching(topic_filter):
             if self._read_allowed(session.username, session.client_id, topic):
-                publish = _deliverable(message, sub.qos, True, identifier)
+                publish = _deliverable(message, self.clock(), sub.qos, True, identifier)
                 out.append(publish)
         return out
 
@@ -266,6 +299,10 @@ class BrokerState:
 
     def publish(self, message: Message) -> int:
         """Store (if retained) and route one message; returns how many sessions matched."""
+        now = self.clock()
+        interval = message.properties.get(Prop.MESSAGE_EXPIRY_INTERVAL)
+        if interval is not None and message.expires_at is None:
+            message = replace(message, expires_at=now + int(interval))
         if message.retain:
             if message.payload:
                 self.retained[message.topic] = message
@@ -297,7 +334,7 @@ class BrokerState:
             # As Mosquitto: a subscriber the read ACL filters out still counted as a
             # match (PUBACK "success", not "no matching subscribers").
             if self._read_allowed(session.username, session.client_id, topic):
-                session.enqueue(_deliverable(message, qos, rap and message.retain, *ids))
+                session.enqueue(_deliverable(message, now, qos, rap and message.retain, *ids))
         return len(plan)
 
     def _matching_plain(self, topic: str) -> Iterator[tuple[str, set[Session]]]:
@@ -309,18 +346,27 @@ class BrokerState:
                 yield topic_filter, wild_holders
 
     def _retained_matching(self, topic_filter: str) -> Iterator[tuple[str, Message]]:
+        """Retained messages for a new subscription; an expired one is forgotten instead."""
         if "+" not in topic_filter and "#" not in topic_filter:
-            message = self.retained.get(topic_filter)
-            if message is not None:
-                yield topic_filter, message
-            return
-        for topic, message in self.retained.items():
-            if matches(topic_filter, topic):
-                yield topic, message
+            candidates = [topic_filter] if topic_filter in self.retained else []
+        else:
+            candidates = [t for t in self.retained if matches(topic_filter, t)]
+        now = self.clock()
+        for topic in candidates:
+            message = self.retained[topic]
+            if message.expires_at is not None and message.expires_at <= now:
+                del self.retained[topic]
+                continue
+            yield topic, message
 
 
-def _deliverable(message: Message, qos: int, retain: bool, *identifiers: int | None) -> Publish:
+def _deliverable(
+    message: Message, now: float, qos: int, retain: bool, *identifiers: int | None
+) -> Publish:
+    """The PUBLISH one subscriber gets; its Message Expiry Interval is the time left."""
     props = dict(message.properties)
+    if message.expires_at is not None:
+        props[Prop.MESSAGE_EXPIRY_INTERVAL] = max(0, math.ceil(message.expires_at - now))
     ids = tuple(i for i in identifiers if i is not None)
     if ids:
         props[Prop.SUBSCRIPTION_IDENTIFIER] = ids
