@@ -516,6 +516,7 @@ class AlertQuery(PageQuery):
             "temperature",
             "offline",
             "command_failed",
+            "fault",
         ]
         | None
     ) = None
