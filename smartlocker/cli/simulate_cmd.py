@@ -171,6 +171,9 @@ def scenario(
     from smartlocker.simulators.scenario import PowerCut, Scenario, ScenarioConfig, SlowClock
     from smartlocker.simulators.stack import Stack, StackError
 
+    # The people's progress lines tell the story; the components' INFO chatter would bury them.
+    for noisy in ("smartlocker.edge_agent", "smartlocker.simulators", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     names = {f"{site}-{n:02d}" for n in range(1, cabinets + 1)}
     cuts: list[PowerCut] = []
     for spec in power_cuts:

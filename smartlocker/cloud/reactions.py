@@ -11,7 +11,10 @@ Event meanings (events arrive in ``(cabinet, seq)`` order, only new ones):
   used; the ``door_closed`` that follows completes it: a deposit grant moves the
   reserved parcel to ``deposited`` and issues its pickup code (into the
   notification outbox); a pickup grant moves the deposited parcel to
-  ``picked_up``; a return grant moves the expired parcel to ``returned``.
+  ``picked_up``; a return grant moves the expired parcel to ``returned``. A pickup
+  whose events arrive after the deadline sweep expired the parcel leaves it
+  ``expired`` (the contract has no ``expired → picked_up``) with a ``fault`` alert
+  on the compartment (:func:`.rules.parcels.record_late_pickup`).
 * ``alarm`` raises or clears the alert of the same kind.
 * Event times are the cabinet's ``ts``, corrected by its measured clock skew
   while its clock fault is open (:mod:`.rules.clock`), never later than receipt.
@@ -59,7 +62,13 @@ from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
 from .rules.notifications import send_reminders
-from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
+from .rules.parcels import (
+    expire_overdue,
+    record_deposit,
+    record_late_pickup,
+    record_pickup,
+    record_return,
+)
 from .rules.presence import mark_offline, mark_online, touch
 
 __all__ = [
@@ -287,6 +296,10 @@ class Reactions:
             logger.warning(
                 "%s/%s closed after a %s grant: %s", event.cabinet, event.compartment, kind, exc
             )
+            if kind == "pickup":  # expired meanwhile (events late): an operator must look
+                alert = record_late_pickup(conn, parcel, at=at, now=now, actor=actor, cause=cause)
+                if alert is not None:
+                    effects.alerts_raised.append(alert)
             return
         effects.desired_changed.add(event.cabinet)
 

@@ -305,10 +305,10 @@ class Scenario:
             while not self._stop.is_set():
                 now = time.monotonic()
                 with self._lock:
-                    due = self._heap and self._heap[0][0] <= now
-                    item = heapq.heappop(self._heap) if due else None
                     fault_due = self._timeline and self._timeline[0][0] <= now
                     fault = heapq.heappop(self._timeline)[2] if fault_due else None
+                    due = fault is None and self._heap and self._heap[0][0] <= now
+                    item = heapq.heappop(self._heap) if due else None
                 if fault is not None:
                     with self._lock:
                         self._running += 1
