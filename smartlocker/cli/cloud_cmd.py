@@ -72,6 +72,12 @@ def cloud() -> None:
     help="Seconds a last will waits for a reconnect before the cabinet is offline",
 )
 @click.option(
+    "--clock-skew-limit",
+    default=20.0,
+    show_default=True,
+    help="Seconds a cabinet's clock may be off before its `fault` alert",
+)
+@click.option(
     "--metrics-port",
     type=int,
     envvar="SMARTLOCKER_INGEST_METRICS_PORT",
@@ -94,6 +100,7 @@ def ingest_cmd(
     batch_delay: float,
     heartbeat_timeout: float,
     flap_grace: float,
+    clock_skew_limit: float,
     metrics_port: int | None,
     storage_only: bool,
 ) -> None:
@@ -146,7 +153,7 @@ def ingest_cmd(
     if storage_only:
         rules = NoRules()
     else:
-        rules, deliver_factory = _real_rules(signing_key)
+        rules, deliver_factory = _real_rules(signing_key, clock_skew_limit)
     run_ingest(
         settings,
         writer_settings,
@@ -156,17 +163,19 @@ def ingest_cmd(
     )
 
 
-def _real_rules(signing_key: str | None) -> tuple[Any, Any]:
+def _real_rules(signing_key: str | None, clock_skew_limit: float) -> tuple[Any, Any]:
     """The business rules and the downlink (``smartlocker.cloud.reactions``/``downlink``)."""
     from smartlocker.cloud.errors import ConfigError
     from smartlocker.cloud.ingest.seam import downlink_factory, load_rules
     from smartlocker.cloud.keys import load_keys
+    from smartlocker.cloud.rules.clock import ClockPolicy
 
     try:
         keys = load_keys(signing_key)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    return load_rules(keys), downlink_factory(keys)
+    clock = ClockPolicy(limit=timedelta(seconds=clock_skew_limit))
+    return load_rules(keys, clock=clock), downlink_factory(keys)
 
 
 def _register_others() -> None:

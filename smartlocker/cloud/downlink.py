@@ -21,9 +21,10 @@ cabinet can see it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -56,6 +57,7 @@ from .rules.commands import expire_commands as _expire_commands
 
 __all__ = [
     "COMMAND_TTL",
+    "ExpiringPublisher",
     "Publisher",
     "build_desired_state",
     "create_unlock_command",
@@ -76,6 +78,13 @@ class Publisher(Protocol):
     """Publishes one MQTT message (gmqtt in ingest, paho in the API)."""
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+
+
+@runtime_checkable
+class ExpiringPublisher(Publisher, Protocol):
+    """A publisher that can give a message an MQTT 5 expiry (the API's, for commands)."""
+
+    def publish_expiring(self, topic: str, payload: bytes, qos: int, expiry_s: int) -> None: ...
 
 
 class _HasDesiredChanged(Protocol):
@@ -285,7 +294,14 @@ def send_command(
         raise Conflict(f"command {command} expired before it was sent", command=command)
     message = unlock_message(row, signing_key)
     topic = topics.topic(row.cabinet, Channel.COMMANDS)
-    publisher.publish(str(topic), encode(message), Channel.COMMANDS.qos, False)
+    if isinstance(publisher, ExpiringPublisher):
+        # The broker drops it from an offline cabinet's session once expired: a cabinet
+        # back from a power cut never pulses for a command the cloud has timed out,
+        # even if its own clock (behind) would still take it for valid.
+        expiry = math.ceil((row.expires_at - now).total_seconds())
+        publisher.publish_expiring(str(topic), encode(message), Channel.COMMANDS.qos, expiry)
+    else:
+        publisher.publish(str(topic), encode(message), Channel.COMMANDS.qos, False)
     with conn.transaction():
         mark_sent(conn, command, now=now)
     return message

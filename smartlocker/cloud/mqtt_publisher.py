@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .errors import CloudError, ConfigError
@@ -113,7 +115,24 @@ class PahoPublisher:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         """Publish; at QoS 1 wait for the PUBACK. Raises :class:`MqttPublishError`."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        self._publish(topic, payload, qos, retain, None)
+
+    def publish_expiring(self, topic: str, payload: bytes, qos: int, expiry_s: int) -> None:
+        """Publish (never retained) with an MQTT 5 message expiry interval.
+
+        A broker that queues the message for an offline subscriber (a cabinet
+        without power, its session kept) drops it once expired, by the broker's
+        clock: a cabinet that comes back late never sees a stale command, whatever
+        its own clock says.
+        """
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.MessageExpiryInterval = max(1, expiry_s)
+        self._publish(topic, payload, qos, False, props)
+
+    def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None
+    ) -> None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise MqttPublishError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         if qos > 0:

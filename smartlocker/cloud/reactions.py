@@ -11,13 +11,19 @@ Event meanings (events arrive in ``(cabinet, seq)`` order, only new ones):
   used; the ``door_closed`` that follows completes it: a deposit grant moves the
   reserved parcel to ``deposited`` and issues its pickup code (into the
   notification outbox); a pickup grant moves the deposited parcel to
-  ``picked_up``; a return grant moves the expired parcel to ``returned``.
+  ``picked_up``; a return grant moves the expired parcel to ``returned``. A pickup
+  whose events arrive after the deadline sweep expired the parcel leaves it
+  ``expired`` (the contract has no ``expired → picked_up``) with a ``fault`` alert
+  on the compartment (:func:`.rules.parcels.record_late_pickup`).
 * ``alarm`` raises or clears the alert of the same kind.
+* Event times are the cabinet's ``ts``, corrected by its measured clock skew
+  while its clock fault is open (:mod:`.rules.clock`), never later than receipt.
 * ``door_*`` and ``unlocked`` keep the compartment's door and lock state.
 
 Acks move commands on (``opened`` → succeeded, ``not_opened`` → failed with an
 ``unlock_failed`` alert, ``failed`` → failed with a ``command_failed`` alert,
-``rejected`` → rejected). Status, traffic and silence keep presence. A bad or
+``rejected`` → rejected). Status, traffic and silence keep presence; telemetry and
+reported also measure the cabinet's clock (a ``fault`` alert while it is wrong). A bad or
 unknown reference (cabinet, compartment, parcel) is logged and skipped: nothing
 here raises for a cabinet's input.
 """
@@ -28,7 +34,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -52,10 +58,17 @@ from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
 from .rules.alerts import AlertKind, clear_alert, raise_alert
+from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
 from .rules.notifications import send_reminders
-from .rules.parcels import expire_overdue, record_deposit, record_pickup, record_return
+from .rules.parcels import (
+    expire_overdue,
+    record_deposit,
+    record_late_pickup,
+    record_pickup,
+    record_return,
+)
 from .rules.presence import mark_offline, mark_online, touch
 
 __all__ = [
@@ -128,8 +141,9 @@ _MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
-    def __init__(self, keys: CloudKeys) -> None:
+    def __init__(self, keys: CloudKeys, *, clock: ClockPolicy | None = None) -> None:
         self.keys = keys
+        self.clock = clock or ClockPolicy()
 
     # --- events -------------------------------------------------------------------
 
@@ -139,6 +153,7 @@ class Reactions:
         """React to new events (in ``(cabinet, seq)`` order)."""
         effects = Effects()
         known: dict[str, bool] = {}
+        correction: dict[str, timedelta] = {}
         for event in events:
             cabinet = event.cabinet
             if cabinet not in known:
@@ -147,9 +162,12 @@ class Reactions:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
             if not known[cabinet] or not isinstance(event, _MEANINGFUL):
                 continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
+            if cabinet not in correction:
+                correction[cabinet] = clock_correction(conn, cabinet)
+            at = min(event.ts - correction[cabinet], now)
             try:
                 with conn.transaction():
-                    self._on_event(conn, event, now, effects)
+                    self._on_event(conn, event, at, now, effects)
             except CloudError as exc:
                 logger.warning(
                     "event %s seq %d of %s not applied: %s", event.type, event.seq, cabinet, exc
@@ -157,9 +175,13 @@ class Reactions:
         return effects
 
     def _on_event(
-        self, conn: psycopg.Connection[Any], event: Event, now: datetime, effects: Effects
+        self,
+        conn: psycopg.Connection[Any],
+        event: Event,
+        at: datetime,
+        now: datetime,
+        effects: Effects,
     ) -> None:
-        at = min(event.ts, now)
         if isinstance(event, DoorOpened):
             conn.execute(
                 "UPDATE compartments SET door = 'open', door_changed_at = %s,"
@@ -274,6 +296,10 @@ class Reactions:
             logger.warning(
                 "%s/%s closed after a %s grant: %s", event.cabinet, event.compartment, kind, exc
             )
+            if kind == "pickup":  # expired meanwhile (events late): an operator must look
+                alert = record_late_pickup(conn, parcel, at=at, now=now, actor=actor, cause=cause)
+                if alert is not None:
+                    effects.alerts_raised.append(alert)
             return
         effects.desired_changed.add(event.cabinet)
 
@@ -356,6 +382,8 @@ class Reactions:
         if not touch(conn, reported.cabinet, now=now):
             logger.warning("reported from unknown cabinet %s ignored", reported.cabinet)
             return Effects()
+        effects = Effects()
+        self._check_clock(conn, reported.cabinet, reported.ts, now, effects)
         conn.execute(
             "UPDATE cabinets SET reported_version = %s, reported_at = %s,"
             " agent_version = coalesce(%s, agent_version) WHERE id = %s",
@@ -371,17 +399,19 @@ class Reactions:
                 "UPDATE compartments SET door = %s WHERE cabinet = %s AND id = %s",
                 (comp.door.value, reported.cabinet, comp.id),
             )
-        return Effects()
+        return effects
 
     def on_telemetry(
         self, conn: psycopg.Connection[Any], readings: Sequence[Telemetry], now: datetime
     ) -> Effects:
         """Last seen; compartment temperatures against their ranges."""
         effects = Effects()
+        newest: dict[str, datetime] = {}
         for reading in readings:
             at = min(reading.ts, now)
             if not touch(conn, reading.cabinet, now=now):
                 continue
+            newest[reading.cabinet] = max(reading.ts, newest.get(reading.cabinet, reading.ts))
             for compartment, celsius in reading.compartment_temps.items():
                 row = conn.execute(
                     "UPDATE compartments SET temperature_c = %s, temperature_at = %s"
@@ -412,7 +442,26 @@ class Reactions:
                     )
                     if cleared is not None:
                         effects.alerts_cleared.append(cleared)
+        # The newest reading of the batch: the least delayed, the best measure.
+        for cabinet, sent in sorted(newest.items()):
+            self._check_clock(conn, cabinet, sent, now, effects)
         return effects
+
+    def _check_clock(
+        self,
+        conn: psycopg.Connection[Any],
+        cabinet: str,
+        sent: datetime,
+        now: datetime,
+        effects: Effects,
+    ) -> ClockCheck | None:
+        check = check_clock(conn, cabinet, sent=sent, now=now, policy=self.clock)
+        if check is not None:
+            if check.raised is not None:
+                effects.alerts_raised.append(check.raised)
+            if check.cleared is not None:
+                effects.alerts_cleared.append(check.cleared)
+        return check
 
     def on_silence(
         self, conn: psycopg.Connection[Any], cabinet: str, last_seen: datetime, now: datetime
@@ -471,11 +520,11 @@ _default: Reactions | None = None
 _default_lock = threading.Lock()
 
 
-def configure(keys: CloudKeys) -> Reactions:
-    """Set the keys the module-level functions use (call once at start-up)."""
+def configure(keys: CloudKeys, *, clock: ClockPolicy | None = None) -> Reactions:
+    """Set the keys (and clock policy) the module-level functions use (once at start-up)."""
     global _default
     with _default_lock:
-        _default = Reactions(keys)
+        _default = Reactions(keys, clock=clock)
         return _default
 
 

@@ -305,6 +305,7 @@ class Cabinet:
         self, command_id: str, compartment: str | None, outcome: AckOutcome, reason: str | None
     ) -> bytes:
         ack = Ack(
+            ts=self.clock.now(),
             cabinet=self.config.cabinet,
             command_id=command_id,
             compartment=compartment,
@@ -529,6 +530,7 @@ class Cabinet:
                 if value is not None:
                     temps[comp.id] = value
         return Telemetry(
+            ts=self.clock.now(),
             cabinet=self.config.cabinet,
             uptime_s=round(max(0.0, self.clock.monotonic() - self._started_at), 3),
             outbox_depth=self.store.outbox_depth(),
@@ -551,6 +553,7 @@ class Cabinet:
                 CompartmentReport(id=comp.id, door=door, enabled=self.desired.is_enabled(comp.id))
             )
         return Reported(
+            ts=self.clock.now(),
             cabinet=self.config.cabinet,
             desired_version=self.desired.version,
             compartments=comps,

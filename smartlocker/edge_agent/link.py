@@ -80,6 +80,8 @@ class Link:
         self._thread: threading.Thread | None = None
         self._tls_context: ssl.SSLContext | None = None
         self.connects = 0
+        #: The ``ts`` of this connection's last will, which its birth repeats.
+        self._connection_ts = cabinet.clock.now()
         self._client = self._make_client()
 
     # -- set-up ---------------------------------------------------------------
@@ -99,8 +101,7 @@ class Link:
             )
             client.tls_set_context(context)
             self._tls_context = context
-        will = Status(cabinet=self.config.cabinet, online=False, agent_version=__version__)
-        client.will_set(self._topics[Channel.STATUS], encode(will), qos=1, retain=True)
+        self._set_will(client)
         client.max_inflight_messages_set(50)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -115,6 +116,24 @@ class Link:
         client.on_socket_register_write = _no_op
         return client
 
+    def _set_will(self, client: paho.Client) -> None:
+        """A last will stamped now; the birth of the same connection carries the same ``ts``.
+
+        The cloud ignores a status older than the one it applied (workers sharing
+        the stream may reorder them). A will stamped once at start-up would be older
+        than every birth after it and so always ignored; stamped before each
+        connection attempt and repeated by that connection's birth, it is newer than
+        the previous connection's birth and exactly as new as its own.
+        """
+        self._connection_ts = self.cabinet.clock.now()
+        will = Status(
+            cabinet=self.config.cabinet,
+            online=False,
+            agent_version=__version__,
+            ts=self._connection_ts,
+        )
+        client.will_set(self._topics[Channel.STATUS], encode(will), qos=1, retain=True)
+
     @property
     def connected(self) -> bool:
         return self._ready
@@ -126,7 +145,12 @@ class Link:
     def stop(self, timeout: float = 3.0) -> None:
         """Publish ``online: false`` (retained), disconnect, stop the thread."""
         if self._ready:
-            offline = Status(cabinet=self.config.cabinet, online=False, agent_version=__version__)
+            offline = Status(
+                cabinet=self.config.cabinet,
+                online=False,
+                agent_version=__version__,
+                ts=self.cabinet.clock.now(),
+            )
             info = self._client.publish(
                 self._topics[Channel.STATUS], encode(offline), qos=1, retain=True
             )
@@ -156,6 +180,7 @@ class Link:
         while not self._stop.is_set():
             if not socket_up:
                 try:
+                    self._set_will(self._client)
                     if first:
                         self._client.connect(
                             s.host,
@@ -211,7 +236,12 @@ class Link:
         if dropped:
             logger.debug("dropped %d queued publishes; resending from the database", len(dropped))
         self.connects += 1
-        birth = Status(cabinet=self.config.cabinet, online=True, agent_version=__version__)
+        birth = Status(
+            cabinet=self.config.cabinet,
+            online=True,
+            agent_version=__version__,
+            ts=self._connection_ts,
+        )
         client.publish(self._topics[Channel.STATUS], encode(birth), qos=1, retain=True)
         # Retain-as-published: a retained command is seen as retained even when it is
         # published while we are subscribed, so it can be refused.

@@ -6,6 +6,14 @@ pick up (at the kiosk or through the app), some come late, some forget, some typ
 wrong codes first; couriers take expired parcels back. Every action is one call
 of the real API or a real kiosk; the world around the doors is the virtual
 cabinets'. :meth:`Scenario.run` ends with a :class:`Summary`.
+
+Faults (:class:`PowerCut`, :class:`SlowClock`) are injected on a schedule through a
+:class:`FaultInjector` (the :class:`~.stack.Stack`). During each, an operator asks
+for a remote opening of the faulty cabinet (the probe) and the summary reports how
+it ended and which alerts the cabinet raised: a fault must show up as its alarm or
+command failure, and any other alert is unexplained. People who find a cabinet
+dark come back once it is powered again; people whose remote opening a cabinet
+refuses because of its clock come back once it is right.
 """
 
 from __future__ import annotations
@@ -24,17 +32,64 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from .api_client import ApiClient, ApiProblem
 from .inbox import CodeInbox
 
-__all__ = ["Scenario", "ScenarioConfig", "Summary"]
+__all__ = [
+    "FaultInjector",
+    "FaultReport",
+    "PowerCut",
+    "Scenario",
+    "ScenarioConfig",
+    "SlowClock",
+    "Summary",
+]
 
 logger = logging.getLogger(__name__)
 
 FINAL_STATES = ("picked_up", "returned", "cancelled")
+#: Actions that need the cabinet itself (its kiosk, or a remote opening).
+_AT_THE_CABINET = frozenset({"deposit", "pickup", "collect_expired"})
 SIZES = ("s", "m", "l")
+
+
+@dataclass(frozen=True)
+class PowerCut:
+    """``cabinet``'s agent killed ``at_s`` real seconds into the run, powered ``for_s`` later.
+
+    Longer than a command's lifetime (30 s), so that the probe issued meanwhile expires.
+    """
+
+    cabinet: str
+    at_s: float = 2.0
+    for_s: float = 40.0
+    #: What it must show: the cabinet offline, and the probe timed out.
+    expected_alerts: frozenset[str] = frozenset({"offline", "command_failed"})
+
+
+@dataclass(frozen=True)
+class SlowClock:
+    """``cabinet``'s wall clock ``offset_s`` off (negative: behind) for ``for_s`` seconds."""
+
+    cabinet: str
+    at_s: float = 2.0
+    for_s: float = 30.0
+    #: Beyond the agent's tolerance (``clock_skew_s``, 30 s): commands are refused.
+    offset_s: float = -90.0
+    expected_alerts: frozenset[str] = frozenset({"fault"})
+
+
+class FaultInjector(Protocol):
+    """Where faults are injected (the :class:`~.stack.Stack`), by cabinet name."""
+
+    def power_cut(self, name: str) -> None: ...
+
+    def power_on(self, name: str) -> None: ...
+
+    def set_clock(self, name: str, offset_s: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +109,9 @@ class ScenarioConfig:
     #: Seconds to wait at the end for parcels to settle.
     settle_s: float = 30.0
     seed: int = 1
+    #: Faults injected while people are at work (need a :class:`FaultInjector`).
+    power_cuts: tuple[PowerCut, ...] = ()
+    slow_clocks: tuple[SlowClock, ...] = ()
 
 
 @dataclass
@@ -70,6 +128,38 @@ class _Parcel:
     deposit_code: str | None = None
     pickup_scheduled: bool = False
     return_scheduled: bool = False
+    #: Came back later because of a fault (a dark cabinet, a refused opening).
+    deferred: int = 0
+
+
+@dataclass
+class FaultReport:
+    """One injected fault and what the system showed of it."""
+
+    kind: str
+    cabinet: str
+    expected_alerts: frozenset[str]
+    #: The probe: a remote opening asked for during the fault, and how it ended.
+    probe: str | None = None
+    probe_status: str | None = None
+    probe_reason: str | None = None
+    #: Alert kinds the cabinet raised (at the end of the run).
+    alerts: set[str] = field(default_factory=set)
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def shown(self) -> bool:
+        """Each expected alert raised, and the probe failed (never a pulse)."""
+        failed = self.probe_status in ("failed", "rejected", "timed_out")
+        return self.expected_alerts <= self.alerts and failed
+
+    def line(self) -> str:
+        return (
+            f"{self.kind} on {self.cabinet}: alerts {', '.join(sorted(self.alerts)) or 'none'};"
+            f" probe {self.probe_status} ({self.probe_reason or '-'})"
+            + ("" if self.shown else " NOT SHOWN")
+        )
 
 
 @dataclass
@@ -85,6 +175,11 @@ class Summary:
     events_stored: int | None = None
     #: Parcels whose state does not match what their people did (should be empty).
     unexpected: list[str] = field(default_factory=list)
+    faults: list[FaultReport] = field(default_factory=list)
+    #: Actions put off because of a fault (people came back later).
+    deferred: Counter[str] = field(default_factory=Counter)
+    #: Alerts that no injected fault explains (should be empty): "cabinet kind".
+    unexplained_alerts: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float | None:
         data = sorted(self.command_latency_ms)
@@ -109,6 +204,13 @@ class Summary:
             )
         if self.unexpected:
             out.append("parcels in an unexpected state: " + ", ".join(self.unexpected))
+        out += ["fault: " + f.line() for f in self.faults]
+        if self.deferred:
+            out.append(
+                "put off by faults: " + ", ".join(f"{k} {v}" for k, v in self.deferred.items())
+            )
+        if self.unexplained_alerts:
+            out.append("unexplained alerts: " + ", ".join(self.unexplained_alerts))
         if self.failures:
             out.append("failed actions: " + ", ".join(f"{k} {v}" for k, v in self.failures.items()))
         if self.events_produced is not None:
@@ -129,8 +231,12 @@ class Scenario:
         inbox: CodeInbox,
         *,
         on_progress: Callable[[str], None] | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
+        if (config.power_cuts or config.slow_clocks) and faults is None:
+            raise ValueError("faults are configured but there is nothing to inject them with")
         self.config = config
+        self.injector = faults
         self.api = api
         self.kiosks = kiosks
         self.inbox = inbox
@@ -143,6 +249,12 @@ class Scenario:
         self._parcels: list[_Parcel] = []
         self._running = 0  # actions being carried out (they may schedule more)
         self._stop = threading.Event()
+        #: (time, seq, what) of fault starts and ends.
+        self._timeline: list[tuple[float, int, Callable[[], None]]] = []
+        #: Cabinet → when its fault ends (monotonic): dark, or refusing remote openings.
+        self._dark: dict[str, float] = {}
+        self._skewed: dict[str, float] = {}
+        self._done = False
 
     # --- the plan ---------------------------------------------------------------------------
 
@@ -162,6 +274,21 @@ class Scenario:
             self._parcels.append(parcel)
             at = start + self.rng.uniform(0, c.days * c.day_s * 0.6)
             self._schedule(at, "reserve", parcel)
+        for cut in c.power_cuts:
+            report = FaultReport("power_cut", cut.cabinet, cut.expected_alerts)
+            self.summary.faults.append(report)
+            self._at(start + cut.at_s, partial(self._power_cut, report, cut))
+            self._at(start + cut.at_s + cut.for_s, partial(self._power_on, report))
+        for slow in c.slow_clocks:
+            report = FaultReport("slow_clock", slow.cabinet, slow.expected_alerts)
+            self.summary.faults.append(report)
+            self._at(start + slow.at_s, partial(self._clock_wrong, report, slow))
+            self._at(start + slow.at_s + slow.for_s, partial(self._clock_right, report))
+
+    def _at(self, at: float, what: Callable[[], None]) -> None:
+        with self._lock:
+            self._seq += 1
+            heapq.heappush(self._timeline, (at, self._seq, what))
 
     def _schedule(self, at: float, action: str, parcel: _Parcel) -> None:
         with self._lock:
@@ -179,14 +306,22 @@ class Scenario:
             while not self._stop.is_set():
                 now = time.monotonic()
                 with self._lock:
-                    due = self._heap and self._heap[0][0] <= now
+                    fault_due = self._timeline and self._timeline[0][0] <= now
+                    fault = heapq.heappop(self._timeline)[2] if fault_due else None
+                    due = fault is None and self._heap and self._heap[0][0] <= now
                     item = heapq.heappop(self._heap) if due else None
+                if fault is not None:
+                    with self._lock:
+                        self._running += 1
+                    people.submit(self._fault, fault)
+                    continue
                 if item is not None:
                     with self._lock:
                         self._running += 1
                     people.submit(self._act, item[2], item[3])
                     continue
                 if now > end and self._settled():
+                    self._done = True  # every planned action was carried out
                     break
                 if now > end + self.config.settle_s:
                     break
@@ -196,7 +331,83 @@ class Scenario:
 
     def _settled(self) -> bool:
         with self._lock:
-            return not self._heap and self._running == 0
+            return not self._heap and not self._timeline and self._running == 0
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def _fault(self, what: Callable[[], None]) -> None:
+        try:
+            what()
+        except Exception:
+            with self._lock:
+                self.summary.failures["fault injection: crashed"] += 1
+            logger.exception("fault injection failed")
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _power_cut(self, report: FaultReport, cut: PowerCut) -> None:
+        assert self.injector is not None
+        with self._lock:
+            self._dark[cut.cabinet] = float("inf")  # until it has booted again
+        self.injector.power_cut(cut.cabinet)
+        report.started = time.monotonic()
+        self.on_progress(f"power cut: {cut.cabinet} is dark for {cut.for_s:.0f} s")
+        time.sleep(1.0)
+        self._probe(report, "operator opening during a power cut")
+
+    def _power_on(self, report: FaultReport) -> None:
+        assert self.injector is not None
+        self.injector.power_on(report.cabinet)
+        report.ended = time.monotonic()
+        with self._lock:
+            self._dark[report.cabinet] = time.monotonic() + 2.0  # its link comes up
+        self.on_progress(f"power back: {report.cabinet} booted")
+
+    def _clock_wrong(self, report: FaultReport, slow: SlowClock) -> None:
+        assert self.injector is not None
+        with self._lock:
+            self._skewed[slow.cabinet] = float("inf")
+        self.injector.set_clock(slow.cabinet, slow.offset_s)
+        report.started = time.monotonic()
+        self.on_progress(f"slow clock: {slow.cabinet} runs {slow.offset_s:+.0f} s off")
+        time.sleep(1.0)
+        self._probe(report, "operator opening with a wrong clock")
+
+    def _clock_right(self, report: FaultReport) -> None:
+        assert self.injector is not None
+        self.injector.set_clock(report.cabinet, 0.0)
+        report.ended = time.monotonic()
+        with self._lock:
+            self._skewed[report.cabinet] = time.monotonic() + 1.0
+        self.on_progress(f"clock right again: {report.cabinet}")
+
+    def _probe(self, report: FaultReport, reason: str) -> None:
+        """An operator asks for a remote opening of the faulty cabinet (it must fail)."""
+        cabinet = self.api.get(f"/api/v1/cabinets/{report.cabinet}")
+        compartment = cabinet["compartments"][0]["id"]
+        command = self.api.post(
+            f"/api/v1/cabinets/{report.cabinet}/compartments/{compartment}/unlock",
+            {"reason": reason},
+        )
+        report.probe = command["id"]
+
+    def _fault_until(self, cabinet: str | None, faults: dict[str, float]) -> float | None:
+        """When the fault of ``cabinet`` in ``faults`` ends, if it is on now."""
+        if cabinet is None:
+            return None
+        with self._lock:
+            until = faults.get(cabinet)
+        return until if until is not None and time.monotonic() < until else None
+
+    def _defer(self, action: str, parcel: _Parcel, until: float) -> None:
+        """The person comes back once the fault is over (``inf``: check again soon)."""
+        with self._lock:
+            self.summary.deferred[action] += 1
+        parcel.deferred += 1
+        parcel.wrong_codes = 0  # they typed the wrong ones already, or know better now
+        back = min(until, time.monotonic() + 5.0) + self.rng.uniform(0.2, 1.0)
+        self._schedule(back, action, parcel)
 
     # --- people -------------------------------------------------------------------------------
 
@@ -208,18 +419,42 @@ class Scenario:
                 self._running -= 1
 
     def _attempt(self, action: str, parcel: _Parcel) -> None:
+        if action in _AT_THE_CABINET:
+            dark = self._fault_until(parcel.cabinet, self._dark)
+            if dark is not None:  # the screen is dark, the app says offline
+                self._defer(action, parcel, dark)
+                return
         try:
             getattr(self, f"_{action}")(parcel)
             with self._lock:
                 self.summary.actions[action] += 1
-        except ApiProblem as exc:
+        except Exception as exc:
+            if self._put_off(action, parcel, exc):
+                return
+            if not isinstance(exc, ApiProblem):
+                with self._lock:
+                    self.summary.failures[f"{action}: crashed"] += 1
+                logger.exception("%s of %s crashed", action, parcel.reference)
+                return
             with self._lock:
                 self.summary.failures[f"{action}: {exc.slug}"] += 1
             logger.warning("%s of %s failed: %s", action, parcel.reference, exc)
-        except Exception:
-            with self._lock:
-                self.summary.failures[f"{action}: crashed"] += 1
-            logger.exception("%s of %s crashed", action, parcel.reference)
+
+    def _put_off(self, action: str, parcel: _Parcel, exc: Exception) -> bool:
+        """A failure a fault explains: the person comes back after it (True)."""
+        if action not in _AT_THE_CABINET:
+            return False
+        dark = self._fault_until(parcel.cabinet, self._dark)
+        if dark is not None:  # the power went while they were at it
+            logger.info("%s of %s cut short by a power cut: %s", action, parcel.reference, exc)
+            self._defer(action, parcel, dark)
+            return True
+        skewed = self._fault_until(parcel.cabinet, self._skewed)
+        if skewed is not None and isinstance(exc, ApiProblem) and exc.slug == "command-rejected":
+            logger.info("%s of %s refused by a wrong clock: %s", action, parcel.reference, exc)
+            self._defer(action, parcel, skewed)
+            return True
+        return False
 
     def _day(self, days: float) -> float:
         return days * self.config.day_s
@@ -259,7 +494,10 @@ class Scenario:
 
     def _deposit(self, parcel: _Parcel) -> None:
         assert parcel.id is not None
-        if parcel.kiosk_deposit and parcel.cabinet in self.kiosks:
+        if parcel.deferred:
+            self._extend(parcel)
+        # A courier held up by a fault may find the kiosk code run out: they use the app.
+        if parcel.kiosk_deposit and parcel.cabinet in self.kiosks and not parcel.deferred:
             self._kiosk(parcel.cabinet, parcel.deposit_code or "")
         else:
             self._command(f"/api/v1/parcels/{parcel.id}/deposit")
@@ -286,9 +524,21 @@ class Scenario:
         parcel.pickup_scheduled = True
         self._schedule(time.monotonic() + wait, "pickup", parcel)
 
+    def _extend(self, parcel: _Parcel) -> None:
+        """The operator gives a parcel held up by a fault its holding time again."""
+        assert parcel.id is not None
+        current = self.api.get(f"/api/v1/parcels/{parcel.id}")["deadline"]
+        wanted = datetime.now(UTC) + timedelta(
+            seconds=self._day(self.config.hold_days) + self._day(0.3)
+        )
+        if current is None or wanted > datetime.fromisoformat(current):
+            self.api.post(f"/api/v1/parcels/{parcel.id}/extend", {"deadline": wanted.isoformat()})
+
     def _pickup(self, parcel: _Parcel) -> None:
         assert parcel.id is not None
         assert parcel.cabinet is not None
+        if parcel.deferred and not parcel.forget:
+            self._extend(parcel)
         code = self.inbox.code_for(parcel.id)
         assert code is not None
         for _ in range(parcel.wrong_codes):
@@ -360,6 +610,34 @@ class Scenario:
         alerts = self.api.paginate("/api/v1/alerts", site=self.config.site, limit=200)
         self.summary.alerts = Counter(a["kind"] for a in alerts)
         self.summary.messages = Counter(self.inbox.kinds)
+        self._judge_faults(alerts)
+
+    def _judge_faults(self, alerts: list[dict[str, Any]]) -> None:
+        """Each fault's alerts and probe; alerts that no fault explains."""
+        explained: set[tuple[str, str]] = set()
+        for report in self.summary.faults:
+            report.alerts = {a["kind"] for a in alerts if a["cabinet"] == report.cabinet}
+            explained |= {(report.cabinet, kind) for kind in report.expected_alerts}
+            if report.probe is not None:
+                command = self._final_command(report.probe)
+                report.probe_status = command.get("status")
+                report.probe_reason = command.get("outcome_reason") or command.get("outcome")
+        self.summary.unexplained_alerts = [
+            f"{a['cabinet']} {a['kind']} ({a.get('detail')})"
+            for a in alerts
+            if (a["cabinet"], a["kind"]) not in explained
+        ]
+
+    def _final_command(self, command: str, patience_s: float = 40.0) -> dict[str, Any]:
+        """The probe's status once final (a timed-out one may still get its late refusal)."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            found: dict[str, Any] = self.api.get(f"/api/v1/commands/{command}")
+            if found.get("status") in ("succeeded", "failed", "rejected", "timed_out"):
+                return found
+            if time.monotonic() > deadline or self._stop.is_set():
+                return found
+            time.sleep(0.5)
 
     def _unexpected(self, parcels: list[dict[str, Any]]) -> list[str]:
         """Parcels whose state does not match what their people did."""
@@ -373,7 +651,9 @@ class Scenario:
             # picked up, or still waiting when the scenario ended before their visit.
             expected = {"expired", "returned"} if plan.forget else {"picked_up"}
             if not (plan.pickup_scheduled or plan.return_scheduled):
-                expected |= {"reserved", "deposited"}
+                # Still waiting for a visit when the run was stopped; once every action
+                # was carried out, a parcel left reserved is one whose deposit got lost.
+                expected |= {"deposited"} if self._done else {"reserved", "deposited"}
             if plan.forget and plan.return_scheduled and p["state"] == "expired":
                 expected = {"returned"}  # the courier came for it
             if p["state"] not in expected:

@@ -6,7 +6,9 @@ Mosquitto, or the in-process Python broker where it is not installed); PostgreSQ
 (the given URL, or an embedded server); ``smartlocker cloud ingest``, ``cloud api``
 and ``cloud workers`` as their own processes, exactly as deployed; and cabinets
 provisioned through the API, each the real edge agent on gpiozero mock pins with
-a simulated world that opens and closes doors after each pulse.
+a simulated world that opens and closes doors after each pulse: in this process
+(with a clock that can be set wrong), or in a process of its own (whose power can
+be cut, :mod:`.process_cabinet`). :class:`Stack` injects those faults by name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +35,9 @@ from smartlocker.embedded.postgres import EmbeddedPostgres
 from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .api_client import ApiClient, ApiProblem
+from .clock import SkewedClock
 from .inbox import CodeInbox
+from .process_cabinet import ProcessCabinet
 from .virtual_cabinet import VirtualWorld
 
 __all__ = ["Stack", "StackError", "VirtualCabinet"]
@@ -64,11 +69,16 @@ class VirtualCabinet:
     agent: Agent
     world: VirtualWorld
     factory: MockFactory
+    clock: SkewedClock
 
     @property
     def kiosk_url(self) -> str:
         assert self.agent.kiosk is not None
         return self.agent.kiosk.url
+
+    def events_produced(self) -> int:
+        cabinet = self.agent.cabinet
+        return 0 if cabinet is None else cabinet.store.last_seq
 
     def stop(self) -> None:
         self.world.stop()
@@ -109,6 +119,8 @@ class Stack:
     broker_kind: str = "auto"
     services: list[_Service] = field(default_factory=list)
     cabinets: list[VirtualCabinet] = field(default_factory=list)
+    #: Cabinets in processes of their own (power cuts).
+    powered: list[ProcessCabinet] = field(default_factory=list)
     broker: MosquittoBroker | PythonBroker | None = None
     inbox: CodeInbox | None = None
     admin_key: str = ""
@@ -204,15 +216,22 @@ class Stack:
 
     # --- a site and its cabinets ----------------------------------------------------------
 
-    def provision(self, site: str, site_name: str, cabinets: int) -> None:
-        """A site with ``cabinets`` cabinets, each online as a virtual cabinet."""
+    def provision(
+        self, site: str, site_name: str, cabinets: int, *, processes: Collection[str] = ()
+    ) -> None:
+        """A site with ``cabinets`` cabinets, each online as a virtual cabinet.
+
+        Those named in ``processes`` run in processes of their own (power cuts).
+        """
         try:
-            self._provision(site, site_name, cabinets)
+            self._provision(site, site_name, cabinets, processes)
         except BaseException:
             self.stop()
             raise
 
-    def _provision(self, site: str, site_name: str, cabinets: int) -> None:
+    def _provision(
+        self, site: str, site_name: str, cabinets: int, processes: Collection[str]
+    ) -> None:
         assert self.api is not None
         self.api.post("/api/v1/sites", {"id": site, "name": site_name, "hold_hours": 72})
         for n in range(1, cabinets + 1):
@@ -226,21 +245,29 @@ class Stack:
                     "compartments": [{"id": c, "size": s} for c, s, _, _ in LAYOUT],
                 },
             )
-            self.cabinets.append(self._start_cabinet(provisioned))
+            if name in processes:
+                self.powered.append(self._start_process_cabinet(provisioned))
+            else:
+                self.cabinets.append(self._start_cabinet(provisioned))
         deadline = time.monotonic() + 30
-        mine = [c for c in self.cabinets if c.id.startswith(f"{site}-")]
-        while not all(self.api.get(f"/api/v1/cabinets/{c.id}")["online"] for c in mine):
+        mine = [c for c in self.names() if c.startswith(f"{site}-")]
+        while not all(self.api.get(f"/api/v1/cabinets/{c}")["online"] for c in mine):
             if time.monotonic() > deadline:
                 raise StackError("cabinets did not come online")
             time.sleep(0.2)
 
-    def _start_cabinet(self, provisioned: dict[str, Any]) -> VirtualCabinet:
+    def _config(
+        self, provisioned: dict[str, Any], kiosk_bind: str = "127.0.0.1:0"
+    ) -> tuple[str, Path, dict[str, Any]]:
+        """The cabinet's id, home directory and agent config (as its TOML file would hold)."""
         creds = provisioned["credentials"]
         cabinet = provisioned["cabinet"]["id"]
         home = self.workdir / "cabinets" / cabinet
         home.mkdir(parents=True, exist_ok=True)
         (home / "cloud.pub").write_text(creds["cloud_public_key_pem"])
-        config = parse_config(
+        return (
+            cabinet,
+            home,
             {
                 "cabinet": cabinet,
                 "mqtt_url": creds["mqtt_url"] or self.broker_url,
@@ -249,7 +276,7 @@ class Stack:
                 "cloud_public_key": str(home / "cloud.pub"),
                 "code_key": creds["code_key_hex"],
                 "data_dir": str(home / "data"),
-                "kiosk_bind": "127.0.0.1:0",
+                "kiosk_bind": kiosk_bind,
                 "telemetry_interval_s": 10.0,
                 "receipt_timeout_s": 5.0,
                 "reconnect_min_s": 0.2,
@@ -267,14 +294,26 @@ class Stack:
                     }
                     for c in provisioned["cabinet"]["compartments"]
                 ],
-            }
+            },
         )
+
+    def _start_cabinet(self, provisioned: dict[str, Any]) -> VirtualCabinet:
+        cabinet, _home, raw = self._config(provisioned)
+        config = parse_config(raw)
         factory = MockFactory()
-        agent = Agent(config, pin_factory=factory)
+        clock = SkewedClock()
+        agent = Agent(config, pin_factory=factory, clock=clock)
         agent.start()
         world = VirtualWorld(config, factory, open_after_s=0.3, hold_s=1.5)
         world.start()
-        return VirtualCabinet(cabinet, agent, world, factory)
+        return VirtualCabinet(cabinet, agent, world, factory, clock)
+
+    def _start_process_cabinet(self, provisioned: dict[str, Any]) -> ProcessCabinet:
+        cabinet, home, raw = self._config(provisioned, f"127.0.0.1:{free_port()}")
+        parse_config(raw)  # refuse a bad config here, not in the child
+        process = ProcessCabinet(cabinet, raw, home, open_after_s=0.3, hold_s=1.5)
+        process.power_on()
+        return process
 
     @property
     def broker_description(self) -> str:
@@ -292,6 +331,30 @@ class Stack:
     def cabinet(self, name: str) -> VirtualCabinet:
         return next(c for c in self.cabinets if c.id == name)
 
+    def process_cabinet(self, name: str) -> ProcessCabinet:
+        return next(c for c in self.powered if c.id == name)
+
+    def names(self) -> list[str]:
+        return [c.id for c in self.cabinets] + [c.id for c in self.powered]
+
+    def kiosks(self, site: str | None = None) -> dict[str, str]:
+        """Kiosk URL of every cabinet (of ``site``), by cabinet id."""
+        both: list[VirtualCabinet | ProcessCabinet] = [*self.cabinets, *self.powered]
+        return {c.id: c.kiosk_url for c in both if site is None or c.id.startswith(f"{site}-")}
+
+    # --- faults, by cabinet name (the scenario's :class:`FaultInjector`) -----------------
+
+    def power_cut(self, name: str) -> None:
+        """The cabinet's agent is killed (SIGKILL): only for process cabinets."""
+        self.process_cabinet(name).power_cut()
+
+    def power_on(self, name: str) -> None:
+        self.process_cabinet(name).power_on()
+
+    def set_clock(self, name: str, offset_s: float) -> None:
+        """The cabinet's wall clock runs ``offset_s`` off (negative: behind); 0 puts it right."""
+        self.cabinet(name).clock.set_offset(offset_s)
+
     def wait_drained(self, timeout: float = 20.0) -> bool:
         """Until every event the cabinets numbered is in the database (or the timeout)."""
         deadline = time.monotonic() + timeout
@@ -303,8 +366,8 @@ class Stack:
 
     def events_produced(self) -> int:
         """Events the cabinets have numbered so far (their outboxes' last seq)."""
-        return sum(
-            c.agent.cabinet.store.last_seq for c in self.cabinets if c.agent.cabinet is not None
+        return sum(c.events_produced() for c in self.cabinets) + sum(
+            c.events_produced() for c in self.powered
         )
 
     def events_stored(self) -> int:
@@ -319,6 +382,9 @@ class Stack:
         for cabinet in reversed(self.cabinets):
             _quietly(cabinet.stop)
         self.cabinets.clear()
+        for process in reversed(self.powered):
+            _quietly(process.stop)
+        self.powered.clear()
         for service in reversed(self.services):
             _quietly(service.stop)
         self.services.clear()

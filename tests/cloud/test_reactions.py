@@ -402,7 +402,9 @@ def test_presence_birth_will_silence_and_traffic(conn: Conn, reactions: Reaction
 
 def test_telemetry_temperature_alerts(conn: Conn, reactions: Reactions) -> None:
     def reading(c: float) -> Telemetry:
-        return Telemetry(cabinet="cab-1", uptime_s=1.0, outbox_depth=0, compartment_temps={"K1": c})
+        return Telemetry(
+            cabinet="cab-1", ts=T0, uptime_s=1.0, outbox_depth=0, compartment_temps={"K1": c}
+        )
 
     assert reactions.on_telemetry(conn, [reading(5.0)], T0).alerts_raised == []
     assert reactions.on_telemetry(conn, [reading(11.5)], T0).alerts_raised

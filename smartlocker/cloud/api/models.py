@@ -532,6 +532,7 @@ class AlertQuery(PageQuery):
             "temperature",
             "offline",
             "command_failed",
+            "fault",
         ]
         | None
     ) = None

@@ -16,7 +16,10 @@ whichever worker sees it:
   again (its connection survived while its heartbeats were lost).
 
 Status messages carry their ``ts``; an older status than the one applied is
-ignored, since workers sharing the stream may reorder them.
+ignored, since workers sharing the stream may reorder them. (The agent stamps a
+connection's last will and its birth with the same ``ts``, taken just before it
+connects, so a will is as new as the birth it ends.) Seen times are receipt
+times: a cabinet's clock may be wrong.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def apply_statuses(
             "INSERT INTO ingest_presence AS p (cabinet, last_seen) VALUES (%s, %s)"
             " ON CONFLICT (cabinet) DO UPDATE SET cabinet = excluded.cabinet"
             " RETURNING online, status_ts",
-            (name, s.ts),
+            (name, now),
         ).fetchone()
         assert row is not None
         online, status_ts = row
@@ -92,7 +95,7 @@ def apply_statuses(
                 "UPDATE ingest_presence SET status_ts = %s, offline_pending = NULL,"
                 " online = true, changed_at = CASE WHEN online THEN changed_at ELSE %s END,"
                 " last_seen = greatest(last_seen, %s) WHERE cabinet = %s",
-                (s.ts, now, s.ts, name),
+                (s.ts, now, now, name),
             )
             if online is not True:
                 report(s)

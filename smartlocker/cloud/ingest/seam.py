@@ -18,6 +18,7 @@ import psycopg
 from smartlocker.cloud import downlink, reactions
 from smartlocker.cloud.downlink import Publisher
 from smartlocker.cloud.keys import CloudKeys
+from smartlocker.cloud.rules.clock import ClockPolicy
 from smartlocker.protocol import Ack, Event, Reported, Status, Telemetry
 
 #: Called in the writer thread after a commit, with the connection and the effects.
@@ -79,9 +80,9 @@ class NoRules:
         return None
 
 
-def load_rules(keys: CloudKeys) -> Rules:
+def load_rules(keys: CloudKeys, *, clock: ClockPolicy | None = None) -> Rules:
     """The real rules (``smartlocker.cloud.reactions``), signing with ``keys``."""
-    return reactions.configure(keys)
+    return reactions.configure(keys, clock=clock)
 
 
 def downlink_factory(keys: CloudKeys) -> Callable[[Publisher], Deliver]:

@@ -444,17 +444,18 @@ class Writer:
     def _write_presence(
         self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
     ) -> None:
+        # Seen now, at receipt: never the cabinet's ``ts``. A cabinet whose clock runs
+        # behind by more than the heartbeat timeout would otherwise look silent at
+        # every sweep and flap offline and online while it is talking all the time.
         seen: dict[str, datetime] = {}
         for group in (s.telemetry, s.acks, s.reported):
             for m in group:
-                if m.cabinet not in seen or m.ts > seen[m.cabinet]:
-                    seen[m.cabinet] = m.ts
+                seen[m.cabinet] = now
         for m, _ in s.events:
-            if m.cabinet not in seen or m.ts > seen[m.cabinet]:
-                seen[m.cabinet] = m.ts
+            seen[m.cabinet] = now
         for st in s.statuses:
-            if st.online and (st.cabinet not in seen or st.ts > seen[st.cabinet]):
-                seen[st.cabinet] = st.ts
+            if st.online:
+                seen[st.cabinet] = now
         # last_seen moves in steps of TOUCH_RESOLUTION: skip what this worker wrote lately.
         step = presence.TOUCH_RESOLUTION
         written = self._touched

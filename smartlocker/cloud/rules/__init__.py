@@ -5,13 +5,14 @@
 * :mod:`.codes`: pickup/deposit codes (CSPRNG, keyed hashes only).
 * :mod:`.parcels`: reserve, deposit, pickup, cancel, expire, return, extend, resend.
 * :mod:`.commands`: the command lifecycle table.
-* :mod:`.alerts`, :mod:`.presence`, :mod:`.fees`.
+* :mod:`.alerts`, :mod:`.presence`, :mod:`.clock` (a cabinet's wrong clock), :mod:`.fees`.
 
 Every rule takes ``now``; none reads the clock.
 """
 
 from .alerts import AlertKind, ack_alert, clear_alert, raise_alert
 from .allocation import SIZES, Allocation, allocate
+from .clock import ClockCheck, ClockPolicy, check_clock, clock_correction
 from .codes import issue_code, revoke_codes
 from .commands import COMMAND_TRANSITIONS, COMMAND_TTL, CommandRow, CommandStatus
 from .fees import FeePolicy, compute_fee, load_fee_policy
@@ -30,6 +31,7 @@ from .parcels import (
     expire_overdue,
     extend_deadline,
     record_deposit,
+    record_late_pickup,
     record_pickup,
     record_return,
     request_opening,
@@ -45,6 +47,8 @@ __all__ = [
     "TRANSITIONS",
     "AlertKind",
     "Allocation",
+    "ClockCheck",
+    "ClockPolicy",
     "CommandRow",
     "CommandStatus",
     "Deposit",
@@ -56,7 +60,9 @@ __all__ = [
     "allocate",
     "apply_transition",
     "cancel_parcel",
+    "check_clock",
     "clear_alert",
+    "clock_correction",
     "compute_fee",
     "expire_overdue",
     "extend_deadline",
@@ -65,6 +71,7 @@ __all__ = [
     "load_fee_policy",
     "raise_alert",
     "record_deposit",
+    "record_late_pickup",
     "record_pickup",
     "record_return",
     "request_opening",

@@ -30,6 +30,7 @@ class AlertKind(StrEnum):
     TEMPERATURE = "temperature"
     OFFLINE = "offline"
     COMMAND_FAILED = "command_failed"
+    FAULT = "fault"  # the cabinet itself is unwell (its clock: rules/clock.py)
 
 
 def raise_alert(

@@ -21,6 +21,7 @@ import psycopg
 
 from ..errors import Conflict, ValidationFailed
 from ..keys import CloudKeys
+from .alerts import AlertKind, raise_alert
 from .allocation import allocate
 from .codes import issue_code, revoke_codes
 from .commands import CommandRow, create_command
@@ -37,6 +38,7 @@ __all__ = [
     "expire_overdue",
     "extend_deadline",
     "record_deposit",
+    "record_late_pickup",
     "record_pickup",
     "record_return",
     "request_opening",
@@ -199,6 +201,53 @@ def record_return(
 ) -> Transition:
     """expired → returned (taken back by the courier); frees the compartment."""
     return _end_stay(conn, parcel, ParcelState.RETURNED, now=now, actor=actor, cause=cause)
+
+
+def record_late_pickup(
+    conn: psycopg.Connection[Any],
+    parcel: str,
+    *,
+    at: datetime,
+    now: datetime,
+    actor: str,
+    cause: str | None = None,
+) -> int | None:
+    """A pickup whose events arrive after the deadline sweep expired the parcel.
+
+    The cabinet let the recipient in with their code (valid by its clock, or not yet
+    revoked there: the cabinet was offline), so the compartment is most likely
+    empty; but the contract has no ``expired → picked_up``, and ``returned`` means
+    the courier took it back. The parcel stays ``expired``; the pickup goes into the
+    audit log and a ``fault`` alert on the compartment asks an operator to look and
+    then return the parcel (which frees the compartment). Returns the alert id if
+    newly raised, None if the parcel is not expired (nothing to say).
+    """
+    with conn.transaction():
+        state, cabinet, compartment = lock_parcel(conn, parcel)
+        if state is not ParcelState.EXPIRED:
+            return None
+        audit(
+            conn,
+            actor=actor,
+            action="parcel.pickup_after_expiry",
+            target_kind="parcel",
+            target=parcel,
+            now=now,
+            detail={"picked_up_at": at.isoformat(), "cause": cause},
+        )
+        alert, new = raise_alert(
+            conn,
+            cabinet,
+            AlertKind.FAULT,
+            now=now,
+            compartment=compartment,
+            detail=(
+                f"parcel {parcel} picked up with its code at {at.isoformat(timespec='seconds')}"
+                " after it had expired: check the compartment, then return the parcel"
+            ),
+        )
+    logger.warning("parcel %s picked up after it expired (%s/%s)", parcel, cabinet, compartment)
+    return alert if new else None
 
 
 def _end_stay(
