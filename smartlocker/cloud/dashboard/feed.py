@@ -21,7 +21,9 @@ class LiveFeed:
     hub: Hub
     listener: Listener
     heartbeat: float = 15.0
-    lifetime: float = 600.0
+    #: A stream authenticates once; ending it every two minutes makes the page
+    #: reconnect with its key, so a revoked key's stream stops within that time.
+    lifetime: float = 120.0
 
     @classmethod
     def install(cls, app: Flask, database_url: str, *, max_streams: int = 64) -> LiveFeed:
