@@ -279,11 +279,18 @@ class Link:
             logger.warning("broker refused the ack of %s", command_id)
 
     def pump(self) -> None:
-        """Publish what waits in the database (events in order, acks, telemetry, reported)."""
+        """Publish what waits in the database (acks, events in order, telemetry, reported)."""
         store = self.cabinet.store
         with self._send_mutex:
             if not self._ready:
                 return
+            # Acks first: someone may be waiting for one; events have their own order
+            # (seq) and the cloud needs none between the two topics.
+            for command_id, payload in store.unsent_acks():
+                if command_id not in self._acks_in_flight:
+                    info = self._publish(Channel.ACKS, payload)
+                    self._ack_mids[info.mid] = command_id
+                    self._acks_in_flight.add(command_id)
             first = store.first_unreceipted()
             floor = first if first is not None else store.last_seq + 1
             room = self.config.send_window - max(0, self._sent_upto - floor + 1)
@@ -292,11 +299,6 @@ class Link:
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
                     self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
-            for command_id, payload in store.unsent_acks():
-                if command_id not in self._acks_in_flight:
-                    info = self._publish(Channel.ACKS, payload)
-                    self._ack_mids[info.mid] = command_id
-                    self._acks_in_flight.add(command_id)
             for row_id, payload in store.pending_telemetry():
                 self._publish(Channel.TELEMETRY, payload)
                 store.drop_telemetry(row_id)
