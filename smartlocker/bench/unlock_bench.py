@@ -37,6 +37,8 @@ import requests
 from smartlocker.embedded import MosquittoBroker, free_port
 from smartlocker.protocol import generate_private_key, private_key_pem
 
+from .cpu import CpuMeter
+
 __all__ = ["UnlockBenchConfig", "run_unlock_bench"]
 
 logger = logging.getLogger(__name__)
@@ -164,7 +166,7 @@ def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
             process.wait()
 
 
-def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> str:
+def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, int]:
     scripts = ROOT / "scripts"
     if not (scripts / "pg-cluster.sh").exists():
         raise RuntimeError(f"the bench needs a source checkout with scripts/ (in {ROOT})")
@@ -198,7 +200,8 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> str:
     if timescaledb:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    return db
+    postmaster = int((datadir / "data" / "postmaster.pid").read_text().split()[0])
+    return db, postmaster
 
 
 def _toml(config: dict[str, Any]) -> str:
@@ -225,7 +228,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
     procs = _Processes()
     procs.add(lambda: shutil.rmtree(work, ignore_errors=True))
     try:
-        db = _postgres(work, cfg.timescaledb, procs)
+        db, postmaster = _postgres(work, cfg.timescaledb, procs)
         migrate(db)
         with psycopg.connect(db) as conn:
             edition = detect_edition(conn).value
@@ -368,6 +371,16 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "the cabinets to come online",
         )
 
+        assert broker.pid is not None
+        meter = CpuMeter(
+            {
+                "api": api.pid,
+                "ingest": ingest.pid,
+                "cabinets": cabinets.pid,
+                "broker": broker.pid,
+                "postgres": postmaster,
+            }
+        )
         probe = _Probe(broker.host, broker.port, CLOUD_USER, cloud_password)
         procs.add(probe.close)
         timeline: list[tuple[str, float, float]] = []
@@ -390,11 +403,15 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             unlock(session, *targets[i % len(targets)])
         latencies: list[float] = []
         failures = 0
+        logger.info("sequential phase: %d unlocks", cfg.sequential)
+        meter.start()
         for i in range(cfg.sequential):
             elapsed, ok = unlock(session, *targets[i % len(targets)])
             latencies.append(elapsed)
             failures += not ok
+        cpu = meter.stop(cfg.sequential)
         sequential: dict[str, Any] = {**_summary(latencies), "failures": failures}
+        sequential["cpu_ms_per_unlock"] = cpu
         sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
         sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
 
@@ -409,6 +426,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                     results[index].append(unlock(s, *mine))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(cfg.clients)]
+        logger.info("concurrent phase: %d clients, %.0f s", cfg.clients, cfg.duration)
+        meter.start()
         started = time.perf_counter()
         for t in threads:
             t.start()
@@ -417,6 +436,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         wall = time.perf_counter() - started
         flat = [r for per in results for r in per]
         succeeded = sum(1 for _, ok in flat if ok)
+        cpu = meter.stop(len(flat))
         concurrent = {
             **_summary([e for e, _ in flat]),
             "clients": cfg.clients,
@@ -424,6 +444,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "succeeded": succeeded,
             "failures": len(flat) - succeeded,
             "unlocks_per_s": round(succeeded / wall, 1),
+            "cpu_ms_per_unlock": cpu,
         }
         report = {
             "config": asdict(cfg),
