@@ -366,10 +366,18 @@ class Reactions:
                 reported.cabinet,
             ),
         )
-        for comp in reported.compartments:
+        if reported.compartments:
+            # One statement for the whole snapshot; rows whose door is already right
+            # are left alone (no new row version for them).
             conn.execute(
-                "UPDATE compartments SET door = %s WHERE cabinet = %s AND id = %s",
-                (comp.door.value, reported.cabinet, comp.id),
+                "UPDATE compartments c SET door = r.door"
+                " FROM unnest(%s::text[], %s::text[]) AS r(id, door)"
+                " WHERE c.cabinet = %s AND c.id = r.id AND c.door IS DISTINCT FROM r.door",
+                (
+                    [comp.id for comp in reported.compartments],
+                    [comp.door.value for comp in reported.compartments],
+                    reported.cabinet,
+                ),
             )
         return Effects()
 
