@@ -503,7 +503,7 @@ def _ready(session: requests.Session, base: str, api: subprocess.Popen[bytes]) -
         raise RuntimeError("the API exited during start (see its log)")
     try:
         return session.get(base + "/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # still starting (a busy machine)
         return False
 
 

@@ -146,6 +146,8 @@ class Cabinet:
         self.sensors: dict[str, DoorSensor] = {}
         self.desired = DesiredView.empty()
         self.reported_dirty = True
+        #: The snapshot must go at once (a desired state applied), not when next due.
+        self.reported_now = True
         #: The highest ``seq`` published by this process (set by the link).
         self.published_upto = 0
         self._started_at = self.clock.monotonic()
@@ -469,7 +471,7 @@ class Cabinet:
             except ProtocolError as exc:
                 if exc.reason == "already_applied":
                     logger.debug("desired state: %s", exc)
-                    self.reported_dirty = True
+                    self.reported_dirty = self.reported_now = True
                     self.outlet.kick()
                 else:
                     logger.warning("desired state refused: %s (%s)", exc.reason, exc)
@@ -481,7 +483,7 @@ class Cabinet:
             logger.info(
                 "desired state version %d applied (%d codes)", state.version, len(state.codes)
             )
-            self.reported_dirty = True
+            self.reported_dirty = self.reported_now = True
             self.outlet.kick()
 
     def handle_receipt(self, payload: bytes) -> None:

@@ -75,6 +75,7 @@ class Link:
         self._floor: int | None = None
         self._last_progress = time.monotonic()
         self._ack_mids: dict[int, str] = {}
+        self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -260,7 +261,7 @@ class Link:
             self._ack_mids.clear()
             self._acks_in_flight.clear()
             self._rewind()
-        self.cabinet.reported_dirty = True
+        self.cabinet.reported_dirty = self.cabinet.reported_now = True
         self.pump()
 
     def _rewind(self) -> None:
@@ -302,9 +303,17 @@ class Link:
             for row_id, payload in store.pending_telemetry():
                 self._publish(Channel.TELEMETRY, payload)
                 store.drop_telemetry(row_id)
-            if self.cabinet.reported_dirty:
-                self.cabinet.reported_dirty = False
+            if self._reported_is_due():
+                self.cabinet.reported_dirty = self.cabinet.reported_now = False
+                self._reported_due = time.monotonic() + self.config.reported_interval_s
                 self._publish(Channel.REPORTED, encode(self.cabinet.reported()))
+
+    def _reported_is_due(self) -> bool:
+        """A snapshot is waiting and may go: at once if urgent, else once per interval."""
+        cabinet = self.cabinet
+        return cabinet.reported_dirty and (
+            cabinet.reported_now or time.monotonic() >= self._reported_due
+        )
 
     def send_unstored_ack(self, payload: bytes) -> None:
         with self._send_mutex:
@@ -317,7 +326,9 @@ class Link:
         )
 
     def check_progress(self) -> None:
-        """Resend unreceipted events when receipts stopped coming."""
+        """Resend unreceipted events when receipts stopped coming; a snapshot now due."""
+        if self._ready and self._reported_is_due():
+            self.pump()
         store = self.cabinet.store
         first = store.first_unreceipted()
         now = time.monotonic()
