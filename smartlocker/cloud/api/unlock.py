@@ -95,15 +95,19 @@ def open_compartment(
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
         locked = False
         try:
-            with conn.pipeline():
-                # One command at a time per cabinet, from its counter to its publication:
-                # the cabinet refuses a counter at or below the highest it has seen, so
-                # commands must reach it in counter order, whichever worker or thread
-                # made them. The lock is taken before the counter rises (same pipeline,
-                # executed in order).
-                conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet))
-                locked = True
-                with conn.transaction():
+            try:
+                with conn.pipeline():
+                    # One command at a time per cabinet, from its counter to its
+                    # publication: the cabinet refuses a counter at or below the highest
+                    # it has seen, so commands must reach it in counter order, whichever
+                    # worker or thread made them. The lock is taken before the counter
+                    # rises (same pipeline, executed in order). BEGIN/COMMIT are sent by
+                    # hand: psycopg's transaction() would wait for each in a pipeline.
+                    conn.execute(
+                        "SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet)
+                    )
+                    locked = True
+                    conn.execute("BEGIN")
                     pending = count_hit(
                         conn, f"unlock:{principal.key_id}", window=timedelta(minutes=1), now=now
                     )
@@ -132,6 +136,12 @@ def open_compartment(
                         pending.check(s.settings.unlocks_per_minute)  # the limit speaks first
                         raise
                     pending.check(s.settings.unlocks_per_minute)
+                    conn.execute("COMMIT")
+            except BaseException:
+                # Refused or failed: nothing of it stays (no count, no audit, no counter).
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                raise
             if watch is not None:
                 watch.listen(row.id)
             try:
