@@ -51,7 +51,7 @@ from smartlocker.protocol import (
 from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
-from .rules.alerts import AlertKind, clear_alert, raise_alert
+from .rules.alerts import AlertKind, clear_alert, clear_alerts, raise_alert
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
 from .rules.notifications import send_reminders
@@ -123,6 +123,8 @@ _PURPOSE_OF_SOURCE = {
 
 #: The event types that change state here (the rest need no savepoint at all).
 _MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
+#: The ones whose rules may refuse (CloudError): each runs in a savepoint.
+_MAY_REFUSE = (DoorClosed, Alarm)
 
 
 class Reactions:
@@ -147,6 +149,11 @@ class Reactions:
                     logger.warning("events from unknown cabinet %s ignored", cabinet)
             if not known[cabinet] or not isinstance(event, _MEANINGFUL):
                 continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
+            if not isinstance(event, _MAY_REFUSE):
+                # Plain state updates (door opened, unlocked, code accepted) raise no
+                # rule error: no savepoint (two round trips) needed around them.
+                self._on_event(conn, event, now, effects)
+                continue
             try:
                 with conn.transaction():
                     self._on_event(conn, event, now, effects)
@@ -312,10 +319,13 @@ class Reactions:
         if row is None:
             return effects
         if row.status is CommandStatus.SUCCEEDED:
-            for kind in (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED):
-                cleared = clear_alert(conn, row.cabinet, kind, now=now, compartment=row.compartment)
-                if cleared is not None:
-                    effects.alerts_cleared.append(cleared)
+            effects.alerts_cleared += clear_alerts(
+                conn,
+                row.cabinet,
+                (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED),
+                now=now,
+                compartment=row.compartment,
+            )
         elif row.status is CommandStatus.FAILED:
             kind = (
                 AlertKind.UNLOCK_FAILED

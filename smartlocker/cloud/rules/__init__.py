@@ -10,7 +10,7 @@
 Every rule takes ``now``; none reads the clock.
 """
 
-from .alerts import AlertKind, ack_alert, clear_alert, raise_alert
+from .alerts import AlertKind, ack_alert, clear_alert, clear_alerts, raise_alert
 from .allocation import SIZES, Allocation, allocate
 from .codes import issue_code, revoke_codes
 from .commands import COMMAND_TRANSITIONS, COMMAND_TTL, CommandRow, CommandStatus
@@ -57,6 +57,7 @@ __all__ = [
     "apply_transition",
     "cancel_parcel",
     "clear_alert",
+    "clear_alerts",
     "compute_fee",
     "expire_overdue",
     "extend_deadline",
