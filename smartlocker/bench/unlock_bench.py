@@ -415,6 +415,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         probe = _Probe(broker.host, broker.port, CLOUD_USER, cloud_password)
         procs.add(probe.close)
         timeline: list[tuple[str, float, float]] = []
+        failure_kinds: dict[str, int] = {}
+        failures_lock = threading.Lock()
 
         def unlock(s: _Client, cabinet: str, compartment: str) -> tuple[float, bool]:
             w0, t0 = time.time(), time.perf_counter()
@@ -427,6 +429,15 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             ok = status == 200 and data.get("status") == "succeeded"
             if status in (200, 202):
                 timeline.append((data["id"], w0, time.time()))
+            if not ok:  # say what went wrong (status, outcome, reason or problem type)
+                what = (
+                    f"{status} {data.get('status')} {data.get('outcome')} "
+                    f"{data.get('outcome_reason')}"
+                    if data
+                    else f"{status} {body[:120].decode(errors='replace')}"
+                )
+                with failures_lock:
+                    failure_kinds[what] = failure_kinds.get(what, 0) + 1
             return elapsed, ok
 
         client0 = _Client("127.0.0.1", port, admin)
@@ -481,6 +492,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "cpu_ms_per_unlock": cpu,
         }
         report = {
+            "failure_kinds": failure_kinds,
             "config": asdict(cfg),
             "edition": edition,
             "cpus": os.cpu_count(),
@@ -489,6 +501,11 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         }
         if out is not None:
             out.write_text(json.dumps(report, indent=2) + "\n")
+            if failure_kinds:  # keep the services' logs to say why
+                logs = out.with_name(out.stem + "-logs")
+                logs.mkdir(exist_ok=True)
+                for log_file in work.glob("*.log"):
+                    shutil.copy(log_file, logs / log_file.name)
         return report
     finally:
         procs.close()
