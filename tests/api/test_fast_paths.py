@@ -209,3 +209,36 @@ def test_a_refused_unlock_counts_nothing_and_audits_nothing(
         assert conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext('cab-1'))", (0x5A4C0002,)
         ).fetchone() == (True,)
+
+
+def test_the_first_unlock_of_a_window_forgets_the_old_windows_after_its_commit(
+    world: World, make_app: Callable[..., Flask], clock
+) -> None:
+    from datetime import timedelta
+
+    c = make_app(pool_min=1, pool_max=2, unlocks_per_minute=100).test_client()
+    url = "/api/v1/cabinets/cab-1/compartments/A1/unlock"
+    start = utcnow().replace(second=5, microsecond=0)
+    clock.fixed = start
+    for _ in range(2):
+        assert (
+            c.post(url, json={"reason": "window one"}, headers=world.key("operator")).status_code
+            == 202
+        )
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        buckets = "SELECT window_start, hits FROM api_rate_limits WHERE bucket LIKE 'unlock:%'"
+        assert [h for _, h in conn.execute(buckets).fetchall()] == [2]
+        # a request of the old window still running holds its row: it is skipped, not awaited
+        with conn.transaction():
+            conn.execute("UPDATE api_rate_limits SET hits = hits WHERE bucket LIKE 'unlock:%'")
+            clock.fixed = start + timedelta(minutes=1)
+            r = c.post(url, json={"reason": "window two"}, headers=world.key("operator"))
+            assert r.status_code == 202
+        assert len(conn.execute(buckets).fetchall()) == 2  # the old one survived, locked
+        clock.fixed = start + timedelta(minutes=2)
+        assert (
+            c.post(url, json={"reason": "window three"}, headers=world.key("operator")).status_code
+            == 202
+        )
+        rows = conn.execute(buckets).fetchall()
+        assert [(w, h) for w, h in rows] == [((start + timedelta(minutes=2)).replace(second=0), 1)]

@@ -34,7 +34,8 @@ class PendingHit:
     """One counted request whose count is read later (:func:`count_hit`).
 
     Lets the count travel in a pipeline with other statements of the same
-    transaction: :meth:`check` reads it (and forgets old windows), then decides.
+    transaction: :meth:`check` reads it and decides; :meth:`forget_old_windows`
+    cleans up (after the caller's commit, when it holds other row locks).
     """
 
     conn: psycopg.Connection[Any]
@@ -50,12 +51,23 @@ class PendingHit:
             row = self.cursor.fetchone()
             assert row is not None
             self._hits = int(row[0])
-            if self._hits == 1:  # a new window: forget the bucket's old ones
-                self.conn.execute(
-                    "DELETE FROM api_rate_limits WHERE bucket = %s AND window_start < %s",
-                    (self.bucket, self.start),
-                )
         return self._hits
+
+    def forget_old_windows(self) -> None:
+        """The first hit of a window deletes the bucket's older windows.
+
+        Rows a request of the old window still holds are skipped (deleted by a later
+        window's first hit): waiting for them here, while holding other locks of the
+        caller's transaction, could close a cycle of waits (a deadlock) with that
+        request and ingest.
+        """
+        if self.hits() == 1:
+            self.conn.execute(
+                "DELETE FROM api_rate_limits WHERE ctid = ANY(ARRAY("
+                "SELECT ctid FROM api_rate_limits WHERE bucket = %s AND window_start < %s"
+                " FOR UPDATE SKIP LOCKED))",
+                (self.bucket, self.start),
+            )
 
     def check(self, limit: int) -> int:
         """The count; raise :class:`RateLimited` past ``limit``."""
@@ -100,7 +112,7 @@ def hit(
     """
     with conn.transaction() if own_transaction else nullcontext():
         pending = count_hit(conn, bucket, window=window, now=now)
-        pending.hits()
+        pending.forget_old_windows()
     return pending.check(limit)
 
 

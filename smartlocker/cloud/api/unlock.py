@@ -137,6 +137,8 @@ def open_compartment(
                         raise
                     pending.check(s.settings.unlocks_per_minute)
                     conn.execute("COMMIT")
+                    # After the commit, holding no row lock: its own little transaction.
+                    pending.forget_old_windows()
             except BaseException:
                 # Refused or failed: nothing of it stays (no count, no audit, no counter).
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
