@@ -15,6 +15,7 @@ Two phases, each request ``POST …/unlock?wait=5`` answered once the ack is ing
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -36,6 +37,8 @@ import requests
 
 from smartlocker.embedded import MosquittoBroker, free_port
 from smartlocker.protocol import generate_private_key, private_key_pem
+
+from .cpu import CpuMeter
 
 __all__ = ["UnlockBenchConfig", "run_unlock_bench"]
 
@@ -119,6 +122,36 @@ class _Probe:
         self._client.loop_stop()
 
 
+class _Client:
+    """One keep-alive HTTP connection (http.client): a light load generator.
+
+    The bench's clients share the machine with what they measure; requests' own
+    per-call work (~1 ms of CPU) would be taken from the services under test.
+    """
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self._conn = http.client.HTTPConnection(host, port, timeout=30)
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+        }
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self._conn.request("POST", path, body, self._headers)
+                response = self._conn.getresponse()
+                return response.status, response.read()
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()  # the server closed a kept-alive connection: reconnect
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -164,7 +197,7 @@ def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
             process.wait()
 
 
-def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> str:
+def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, int]:
     scripts = ROOT / "scripts"
     if not (scripts / "pg-cluster.sh").exists():
         raise RuntimeError(f"the bench needs a source checkout with scripts/ (in {ROOT})")
@@ -198,7 +231,8 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> str:
     if timescaledb:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    return db
+    postmaster = int((datadir / "data" / "postmaster.pid").read_text().split()[0])
+    return db, postmaster
 
 
 def _toml(config: dict[str, Any]) -> str:
@@ -225,7 +259,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
     procs = _Processes()
     procs.add(lambda: shutil.rmtree(work, ignore_errors=True))
     try:
-        db = _postgres(work, cfg.timescaledb, procs)
+        db, postmaster = _postgres(work, cfg.timescaledb, procs)
         migrate(db)
         with psycopg.connect(db) as conn:
             edition = detect_edition(conn).value
@@ -368,33 +402,59 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "the cabinets to come online",
         )
 
+        assert broker.pid is not None
+        meter = CpuMeter(
+            {
+                "api": api.pid,
+                "ingest": ingest.pid,
+                "cabinets": cabinets.pid,
+                "broker": broker.pid,
+                "postgres": postmaster,
+            }
+        )
         probe = _Probe(broker.host, broker.port, CLOUD_USER, cloud_password)
         procs.add(probe.close)
         timeline: list[tuple[str, float, float]] = []
+        failure_kinds: dict[str, int] = {}
+        failures_lock = threading.Lock()
 
-        def unlock(s: requests.Session, cabinet: str, compartment: str) -> tuple[float, bool]:
+        def unlock(s: _Client, cabinet: str, compartment: str) -> tuple[float, bool]:
             w0, t0 = time.time(), time.perf_counter()
-            r = s.post(
-                f"{base}/api/v1/cabinets/{cabinet}/compartments/{compartment}/unlock",
-                params={"wait": "5"},
-                json={"reason": "benchmark"},
-                timeout=30,
+            status, body = s.post(
+                f"/api/v1/cabinets/{cabinet}/compartments/{compartment}/unlock?wait=5",
+                b'{"reason": "benchmark"}',
             )
             elapsed = time.perf_counter() - t0
-            ok = r.status_code == 200 and r.json()["status"] == "succeeded"
-            if r.status_code in (200, 202):
-                timeline.append((r.json()["id"], w0, time.time()))
+            data = json.loads(body) if status in (200, 202) else {}
+            ok = status == 200 and data.get("status") == "succeeded"
+            if status in (200, 202):
+                timeline.append((data["id"], w0, time.time()))
+            if not ok:  # say what went wrong (status, outcome, reason or problem type)
+                what = (
+                    f"{status} {data.get('status')} {data.get('outcome')} "
+                    f"{data.get('outcome_reason')}"
+                    if data
+                    else f"{status} {body[:120].decode(errors='replace')}"
+                )
+                with failures_lock:
+                    failure_kinds[what] = failure_kinds.get(what, 0) + 1
             return elapsed, ok
 
+        client0 = _Client("127.0.0.1", port, admin)
+        procs.add(client0.close)
         for i in range(cfg.warmup):
-            unlock(session, *targets[i % len(targets)])
+            unlock(client0, *targets[i % len(targets)])
         latencies: list[float] = []
         failures = 0
+        logger.info("sequential phase: %d unlocks", cfg.sequential)
+        meter.start()
         for i in range(cfg.sequential):
-            elapsed, ok = unlock(session, *targets[i % len(targets)])
+            elapsed, ok = unlock(client0, *targets[i % len(targets)])
             latencies.append(elapsed)
             failures += not ok
+        cpu = meter.stop(cfg.sequential)
         sequential: dict[str, Any] = {**_summary(latencies), "failures": failures}
+        sequential["cpu_ms_per_unlock"] = cpu
         sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
         sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
 
@@ -403,12 +463,16 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
 
         def client(index: int) -> None:
             mine = targets[index % len(targets)]
-            with requests.Session() as s:
-                s.headers["Authorization"] = f"Bearer {admin}"
+            s = _Client("127.0.0.1", port, admin)
+            try:
                 while time.perf_counter() < stop_at:
                     results[index].append(unlock(s, *mine))
+            finally:
+                s.close()
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(cfg.clients)]
+        logger.info("concurrent phase: %d clients, %.0f s", cfg.clients, cfg.duration)
+        meter.start()
         started = time.perf_counter()
         for t in threads:
             t.start()
@@ -417,6 +481,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         wall = time.perf_counter() - started
         flat = [r for per in results for r in per]
         succeeded = sum(1 for _, ok in flat if ok)
+        cpu = meter.stop(len(flat))
         concurrent = {
             **_summary([e for e, _ in flat]),
             "clients": cfg.clients,
@@ -424,8 +489,10 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             "succeeded": succeeded,
             "failures": len(flat) - succeeded,
             "unlocks_per_s": round(succeeded / wall, 1),
+            "cpu_ms_per_unlock": cpu,
         }
         report = {
+            "failure_kinds": failure_kinds,
             "config": asdict(cfg),
             "edition": edition,
             "cpus": os.cpu_count(),
@@ -434,6 +501,11 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         }
         if out is not None:
             out.write_text(json.dumps(report, indent=2) + "\n")
+            if failure_kinds:  # keep the services' logs to say why
+                logs = out.with_name(out.stem + "-logs")
+                logs.mkdir(exist_ok=True)
+                for log_file in work.glob("*.log"):
+                    shutil.copy(log_file, logs / log_file.name)
         return report
     finally:
         procs.close()
@@ -482,7 +554,7 @@ def _ready(session: requests.Session, base: str, api: subprocess.Popen[bytes]) -
         raise RuntimeError("the API exited during start (see its log)")
     try:
         return session.get(base + "/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # still starting (a busy machine)
         return False
 
 

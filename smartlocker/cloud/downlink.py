@@ -63,6 +63,7 @@ __all__ = [
     "create_unlock_command",
     "expire_commands",
     "prune_desired_states",
+    "publish_command",
     "publish_desired",
     "publish_effects",
     "send_command",
@@ -243,6 +244,7 @@ def create_unlock_command(
     parcel: str | None = None,
     purpose: str = "operator",
     ttl: timedelta = COMMAND_TTL,
+    command_id: str | None = None,
 ) -> CommandRow:
     """A ``commands`` row (status created, next counter, expires = now + ttl)."""
     return create_command(
@@ -255,6 +257,7 @@ def create_unlock_command(
         parcel=parcel,
         purpose=purpose,
         ttl=ttl,
+        command_id=command_id,
     )
 
 
@@ -292,18 +295,37 @@ def send_command(
     if row.expires_at <= now:
         expire_commands(conn, now)
         raise Conflict(f"command {command} expired before it was sent", command=command)
+    message = publish_command(publisher, signing_key, row, now=now, topics=topics)
+    with conn.transaction():
+        mark_sent(conn, command, now=now)
+    return message
+
+
+def publish_command(
+    publisher: Publisher,
+    signing_key: Ed25519PrivateKey,
+    row: CommandRow,
+    *,
+    now: datetime,
+    topics: TopicScheme = _DEFAULT_TOPICS,
+) -> UnlockCommand:
+    """Sign and publish a command row the caller holds (fresh from its creation).
+
+    The MQTT message expires with the command (``now`` to ``row.expires_at``).
+
+    No status check and no ``sent`` mark: :func:`send_command` does both for a
+    command known only by id; a caller that just created the row marks it itself.
+    """
     message = unlock_message(row, signing_key)
     topic = topics.topic(row.cabinet, Channel.COMMANDS)
     if isinstance(publisher, ExpiringPublisher):
         # The broker drops it from an offline cabinet's session once expired: a cabinet
         # back from a power cut never pulses for a command the cloud has timed out,
         # even if its own clock (behind) would still take it for valid.
-        expiry = math.ceil((row.expires_at - now).total_seconds())
+        expiry = max(1, math.ceil((row.expires_at - now).total_seconds()))
         publisher.publish_expiring(str(topic), encode(message), Channel.COMMANDS.qos, expiry)
     else:
         publisher.publish(str(topic), encode(message), Channel.COMMANDS.qos, False)
-    with conn.transaction():
-        mark_sent(conn, command, now=now)
     return message
 
 

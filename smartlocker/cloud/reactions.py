@@ -57,7 +57,7 @@ from smartlocker.protocol import (
 from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
-from .rules.alerts import AlertKind, clear_alert, raise_alert
+from .rules.alerts import AlertKind, clear_alert, clear_alerts, raise_alert
 from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
 from .rules.commands import CommandStatus, record_outcome
 from .rules.lifecycle import Transition
@@ -136,6 +136,8 @@ _PURPOSE_OF_SOURCE = {
 
 #: The event types that change state here (the rest need no savepoint at all).
 _MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
+#: The ones whose rules may refuse (CloudError): each runs in a savepoint.
+_MAY_REFUSE = (DoorClosed, Alarm)
 
 
 class Reactions:
@@ -165,6 +167,11 @@ class Reactions:
             if cabinet not in correction:
                 correction[cabinet] = clock_correction(conn, cabinet)
             at = min(event.ts - correction[cabinet], now)
+            if not isinstance(event, _MAY_REFUSE):
+                # Plain state updates (door opened, unlocked, code accepted) raise no
+                # rule error: no savepoint (two round trips) needed around them.
+                self._on_event(conn, event, at, now, effects)
+                continue
             try:
                 with conn.transaction():
                     self._on_event(conn, event, at, now, effects)
@@ -338,10 +345,13 @@ class Reactions:
         if row is None:
             return effects
         if row.status is CommandStatus.SUCCEEDED:
-            for kind in (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED):
-                cleared = clear_alert(conn, row.cabinet, kind, now=now, compartment=row.compartment)
-                if cleared is not None:
-                    effects.alerts_cleared.append(cleared)
+            effects.alerts_cleared += clear_alerts(
+                conn,
+                row.cabinet,
+                (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED),
+                now=now,
+                compartment=row.compartment,
+            )
         elif row.status is CommandStatus.FAILED:
             kind = (
                 AlertKind.UNLOCK_FAILED
@@ -394,10 +404,18 @@ class Reactions:
                 reported.cabinet,
             ),
         )
-        for comp in reported.compartments:
+        if reported.compartments:
+            # One statement for the whole snapshot; rows whose door is already right
+            # are left alone (no new row version for them).
             conn.execute(
-                "UPDATE compartments SET door = %s WHERE cabinet = %s AND id = %s",
-                (comp.door.value, reported.cabinet, comp.id),
+                "UPDATE compartments c SET door = r.door"
+                " FROM unnest(%s::text[], %s::text[]) AS r(id, door)"
+                " WHERE c.cabinet = %s AND c.id = r.id AND c.door IS DISTINCT FROM r.door",
+                (
+                    [comp.id for comp in reported.compartments],
+                    [comp.door.value for comp in reported.compartments],
+                    reported.cabinet,
+                ),
             )
         return effects
 

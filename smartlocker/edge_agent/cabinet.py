@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -100,6 +101,15 @@ class _NoOutlet:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pulse:
+    """An unlock recorded and about to happen: ``pulse_ms`` None if the lock already pulses."""
+
+    lock: Lock
+    grant: Grant
+    pulse_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CodeResult:
     """What the kiosk tells the person at the screen."""
 
@@ -136,12 +146,16 @@ class Cabinet:
         self.sensors: dict[str, DoorSensor] = {}
         self.desired = DesiredView.empty()
         self.reported_dirty = True
+        #: The snapshot must go at once (a desired state applied), not when next due.
+        self.reported_now = True
         #: The highest ``seq`` published by this process (set by the link).
         self.published_upto = 0
         self._started_at = self.clock.monotonic()
         self._next_telemetry = self._started_at
         self._throttle_reported: dict[str, float] = {}
         self._open = False
+        self._batching = 0
+        self._kick_pending = False
 
     # -- life cycle ------------------------------------------------------------
 
@@ -205,17 +219,45 @@ class Cabinet:
 
     # -- events -------------------------------------------------------------------
 
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Writes inside commit together (one disk flush); the link hears of them after."""
+        self._batching += 1
+        try:
+            with self.store.atomic():
+                yield
+        finally:
+            self._batching -= 1
+        if not self._batching and self._kick_pending:
+            self._kick_pending = False
+            self.outlet.kick()
+
+    def _kick(self) -> None:
+        """Tell the link something waits in the database (once it is committed)."""
+        if self._batching:
+            self._kick_pending = True
+        else:
+            self.outlet.kick()
+
     def _emit(self, model: type[BaseModel], **fields: Any) -> BaseModel:
         def build(seq: int) -> tuple[BaseModel, bytes]:
             message = model(cabinet=self.config.cabinet, seq=seq, ts=self.clock.now(), **fields)
             return message, encode(message)
 
         message = self.store.append_event(build)
-        logger.info("event %s", message.model_dump(mode="json", exclude={"v", "cabinet"}))
-        self.outlet.kick()
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("event %s", message.model_dump(mode="json", exclude={"v", "cabinet"}))
+        self._kick()
         return message
 
     def _apply(self, effects: list[Effect]) -> None:
+        """Record what one input meant: its events and the acks they resolve, in one commit."""
+        if not effects:
+            return
+        with self._batch():
+            self._apply_each(effects)
+
+    def _apply_each(self, effects: list[Effect]) -> None:
         for effect in effects:
             match effect:
                 case Opened(compartment=cid, granted=granted):
@@ -266,26 +308,43 @@ class Cabinet:
     def _unlock(
         self, compartment: str, source: UnlockSource, command_id: str | None, parcel: str | None
     ) -> bool:
+        plan = self._plan_unlock(compartment, source, command_id, parcel)
+        return plan is not None and self._pulse(plan)
+
+    def _plan_unlock(
+        self, compartment: str, source: UnlockSource, command_id: str | None, parcel: str | None
+    ) -> _Pulse | None:
+        """Record ``unlocked`` (before any pulse); None if the compartment has no lock.
+
+        Called inside :meth:`_batch` the event commits with whatever else the caller
+        writes there (a command's record); :meth:`_pulse` must follow the commit.
+        """
         comp = self.config.compartment(compartment)
         lock = self.locks.get(compartment)
         if comp is None or lock is None:
-            return False
+            return None
         now = self.clock.monotonic()
         grant = Grant(compartment, now + comp.open_window_s, command_id, source.value, parcel)
         if lock.energised:
             logger.info("lock %s is already pulsing; granting without a new pulse", compartment)
-        else:
-            pulse_ms = min(comp.pulse_ms, comp.max_pulse_ms)
-            self._emit(
-                Unlocked,
-                compartment=compartment,
-                source=source,
-                command_id=command_id,
-                parcel=parcel,
-                pulse_ms=pulse_ms,
-            )
+            return _Pulse(lock, grant, None)
+        pulse_ms = min(comp.pulse_ms, comp.max_pulse_ms)
+        self._emit(
+            Unlocked,
+            compartment=compartment,
+            source=source,
+            command_id=command_id,
+            parcel=parcel,
+            pulse_ms=pulse_ms,
+        )
+        return _Pulse(lock, grant, pulse_ms)
+
+    def _pulse(self, plan: _Pulse) -> bool:
+        """Energise the lock (unless it already is) and watch the door for the grant."""
+        compartment = plan.grant.compartment
+        if plan.pulse_ms is not None:
             try:
-                lock.pulse(pulse_ms)
+                plan.lock.pulse(plan.pulse_ms)
             except HardwareError as exc:
                 logger.error("pulse of %s failed: %s", compartment, exc)
                 self._emit(
@@ -296,7 +355,7 @@ class Cabinet:
                     detail=str(exc)[:200],
                 )
                 return False
-        self._apply(self.monitor.grant(grant, now))
+        self._apply(self.monitor.grant(plan.grant, self.clock.monotonic()))
         return True
 
     # -- commands ---------------------------------------------------------------------------
@@ -321,7 +380,7 @@ class Cabinet:
         self.store.finish_command(
             command_id, outcome.value, self._ack(command_id, compartment, outcome, reason)
         )
-        self.outlet.kick()
+        self._kick()
 
     def handle_command(self, payload: bytes, *, retained: bool = False) -> None:
         """One delivery on ``commands``: verify everything, then at most one pulse."""
@@ -385,15 +444,18 @@ class Cabinet:
             self._reject(Rejected(reason, compartment, command_id, compartment, True, counter))
             return
         # Remembered (and the high-water mark raised) before the pulse: at most once.
-        self.store.record_command(
-            command_id,
-            counter=counter,
-            compartment=compartment,
-            outcome=None,
-            ack=None,
-            now=time.time(),
-        )
-        if not self._unlock(compartment, UnlockSource.COMMAND, command_id, None):
+        # The command and its `unlocked` event commit together, before the lock moves.
+        with self._batch():
+            self.store.record_command(
+                command_id,
+                counter=counter,
+                compartment=compartment,
+                outcome=None,
+                ack=None,
+                now=time.time(),
+            )
+            plan = self._plan_unlock(compartment, UnlockSource.COMMAND, command_id, None)
+        if plan is None or not self._pulse(plan):
             self._finish(command_id, compartment, AckOutcome.FAILED, "lock could not be pulsed")
 
     # -- desired state and receipts ---------------------------------------------------------
@@ -410,7 +472,7 @@ class Cabinet:
             except ProtocolError as exc:
                 if exc.reason == "already_applied":
                     logger.debug("desired state: %s", exc)
-                    self.reported_dirty = True
+                    self.reported_dirty = self.reported_now = True
                     self.outlet.kick()
                 else:
                     logger.warning("desired state refused: %s (%s)", exc.reason, exc)
@@ -422,7 +484,7 @@ class Cabinet:
             logger.info(
                 "desired state version %d applied (%d codes)", state.version, len(state.codes)
             )
-            self.reported_dirty = True
+            self.reported_dirty = self.reported_now = True
             self.outlet.kick()
 
     def handle_receipt(self, payload: bytes) -> None:

@@ -116,6 +116,9 @@ class AgentConfig(_Strict):
     receipt_timeout_s: PositiveFloat = 30.0
     #: At most this many events are in flight beyond the last receipt.
     send_window: PositiveInt = 200
+    #: Door changes refresh the ``reported`` snapshot at most this often (the doors'
+    #: events carry every change already); a newly applied desired state goes at once.
+    reported_interval_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
     session_expiry_s: PositiveInt = 7 * 24 * 3600
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     reconnect_min_s: PositiveFloat = 1.0

@@ -75,6 +75,7 @@ class Link:
         self._floor: int | None = None
         self._last_progress = time.monotonic()
         self._ack_mids: dict[int, str] = {}
+        self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -290,7 +291,7 @@ class Link:
             self._ack_mids.clear()
             self._acks_in_flight.clear()
             self._rewind()
-        self.cabinet.reported_dirty = True
+        self.cabinet.reported_dirty = self.cabinet.reported_now = True
         self.pump()
 
     def _rewind(self) -> None:
@@ -309,11 +310,18 @@ class Link:
             logger.warning("broker refused the ack of %s", command_id)
 
     def pump(self) -> None:
-        """Publish what waits in the database (events in order, acks, telemetry, reported)."""
+        """Publish what waits in the database (acks, events in order, telemetry, reported)."""
         store = self.cabinet.store
         with self._send_mutex:
             if not self._ready:
                 return
+            # Acks first: someone may be waiting for one; events have their own order
+            # (seq) and the cloud needs none between the two topics.
+            for command_id, payload in store.unsent_acks():
+                if command_id not in self._acks_in_flight:
+                    info = self._publish(Channel.ACKS, payload)
+                    self._ack_mids[info.mid] = command_id
+                    self._acks_in_flight.add(command_id)
             first = store.first_unreceipted()
             floor = first if first is not None else store.last_seq + 1
             room = self.config.send_window - max(0, self._sent_upto - floor + 1)
@@ -322,17 +330,20 @@ class Link:
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
                     self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
-            for command_id, payload in store.unsent_acks():
-                if command_id not in self._acks_in_flight:
-                    info = self._publish(Channel.ACKS, payload)
-                    self._ack_mids[info.mid] = command_id
-                    self._acks_in_flight.add(command_id)
             for row_id, payload in store.pending_telemetry():
                 self._publish(Channel.TELEMETRY, payload)
                 store.drop_telemetry(row_id)
-            if self.cabinet.reported_dirty:
-                self.cabinet.reported_dirty = False
+            if self._reported_is_due():
+                self.cabinet.reported_dirty = self.cabinet.reported_now = False
+                self._reported_due = time.monotonic() + self.config.reported_interval_s
                 self._publish(Channel.REPORTED, encode(self.cabinet.reported()))
+
+    def _reported_is_due(self) -> bool:
+        """A snapshot is waiting and may go: at once if urgent, else once per interval."""
+        cabinet = self.cabinet
+        return cabinet.reported_dirty and (
+            cabinet.reported_now or time.monotonic() >= self._reported_due
+        )
 
     def send_unstored_ack(self, payload: bytes) -> None:
         with self._send_mutex:
@@ -345,7 +356,9 @@ class Link:
         )
 
     def check_progress(self) -> None:
-        """Resend unreceipted events when receipts stopped coming."""
+        """Resend unreceipted events when receipts stopped coming; a snapshot now due."""
+        if self._ready and self._reported_is_due():
+            self.pump()
         store = self.cabinet.store
         first = store.first_unreceipted()
         now = time.monotonic()

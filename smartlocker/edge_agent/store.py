@@ -6,6 +6,13 @@ desired state, used codes and the kiosk throttle. Every write is one transaction
 committed before anything that depends on it happens (publish, pulse, answer), so a
 power cut or SIGKILL at any point leaves a consistent database.
 
+Writes that belong together share one transaction (:meth:`Store.atomic`): a command
+and its ``unlocked`` event, a door's event and the ack it resolves. Bookkeeping whose
+loss costs only a repetition (an ack marked sent, events dropped after a receipt) is
+committed without waiting for the disk (:meth:`Store._tx` with ``durable=False``):
+WAL keeps it in order behind every earlier commit, and the next durable commit
+flushes it too, so a power cut can only make the agent send such things again.
+
 Not thread-safe by itself: the agent calls it under its one state lock.
 """
 
@@ -49,6 +56,9 @@ CREATE TABLE IF NOT EXISTS commands (
     ack_sent INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
+-- The acks still to send (``unsent_acks`` runs on every publish round).
+CREATE INDEX IF NOT EXISTS commands_unsent ON commands (created)
+    WHERE ack IS NOT NULL AND ack_sent = 0;
 CREATE TABLE IF NOT EXISTS desired (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL,
@@ -69,6 +79,8 @@ CREATE TABLE IF NOT EXISTS throttle (
 #: Stored command results kept for duplicate deliveries (the high-water mark
 #: refuses anything older anyway).
 _KEEP_COMMANDS = 5000
+#: Old command results are trimmed once per this many new commands (not on each).
+_TRIM_EVERY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +126,42 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+        self._depth = 0
+        self._since_trim = 0
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def atomic(self) -> Iterator[None]:
+        """Every write inside commits together, once, at the end (durably)."""
+        with self._tx():
+            yield
+
+    @contextmanager
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        if self._depth:  # inside atomic(): the outermost block commits
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
+        if not durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._depth = 1
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+            if not durable:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def _meta(self, key: str, default: int = 0) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -171,8 +206,12 @@ class Store:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def receipt(self, upto_seq: int) -> int:
-        """Drop events up to ``upto_seq``; returns how many were dropped."""
-        with self._tx() as db:
+        """Drop events up to ``upto_seq``; returns how many were dropped.
+
+        Not flushed to disk at once: lost to a power cut, the events are sent again
+        and the cloud de-duplicates them.
+        """
+        with self._tx(durable=False) as db:
             cur = db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
             return cur.rowcount
 
@@ -237,11 +276,14 @@ class Store:
             )
             if counter is not None and counter > self._meta("command_hwm", 0):
                 self._set_meta("command_hwm", counter)
-            db.execute(
-                "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
-                "WHERE ack_sent = 1 ORDER BY created DESC LIMIT -1 OFFSET ?)",
-                (_KEEP_COMMANDS,),
-            )
+            self._since_trim += 1
+            if self._since_trim >= _TRIM_EVERY:
+                self._since_trim = 0
+                db.execute(
+                    "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
+                    "WHERE ack_sent = 1 ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                    (_KEEP_COMMANDS,),
+                )
 
     def finish_command(self, command_id: str, outcome: str, ack: bytes) -> None:
         with self._tx() as db:
@@ -269,7 +311,9 @@ class Store:
             )
 
     def mark_ack_sent(self, command_id: str) -> None:
-        with self._tx() as db:
+        """The broker has the ack. Not flushed at once: lost, the ack is sent again
+        (the cloud ignores an ack for a command that is already final)."""
+        with self._tx(durable=False) as db:
             db.execute("UPDATE commands SET ack_sent = 1 WHERE id = ?", (command_id,))
 
     # -- desired state -------------------------------------------------------------

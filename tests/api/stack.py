@@ -150,10 +150,14 @@ def serve_api(
             raise AssertionError(f"the API exited: {log.read_text()[-3000:]}")
         try:
             return api.session.get(api.base + "/readyz", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting (busy machine)
             return False
 
-    wait_for(ready, 30, "the API to be ready")
+    try:
+        wait_for(ready, 30, "the API to be ready")
+    except BaseException:
+        api.stop()  # no orphaned server (and no ResourceWarning in a later test)
+        raise
     return api
 
 

@@ -183,6 +183,10 @@ def test_malformed_payloads_on_every_subscribed_topic_never_crash(rig) -> None:
     cloud.wait_event("unlocked", command_id=good.id)
     assert agent._worker is not None
     assert agent._worker.is_alive()
+    # `unlocked` is published before the pulse (by design): give the pulse its moment.
+    deadline = time.monotonic() + 5
+    while lock_rises(factory, "a1") < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert lock_rises(factory, "a1") == 1
     # A foreign receipt with a huge seq dropped nothing: the outbox still has its events.
     assert cloud.gaps == []
@@ -199,3 +203,34 @@ def test_a_retained_command_waiting_on_the_broker_is_refused_at_start(
     assert (ack.outcome, ack.reason) == ("rejected", "retained")
     cloud.wait_event("boot")
     assert lock_rises(mock_factory, "a1") == 0
+
+
+def test_door_changes_refresh_the_reported_snapshot_at_most_once_per_interval(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+) -> None:
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agents(make_config(mqtt_broker.url, reported_interval_s=1.0))
+    cloud.wait(lambda: cloud.reported, what="the first snapshot")
+    time.sleep(1.2)  # the first snapshot's interval is over
+    before = len(cloud.reported)
+    for _ in range(3):  # three openings within well under a second
+        open_door(mock_factory, "a1")
+        cloud.wait(lambda n=len(cloud.events): len(cloud.events) > n, what="door_opened")
+        close_door(mock_factory, "a1")
+        cloud.wait(lambda n=len(cloud.events): len(cloud.events) > n, what="door_closed")
+    opened = [e for e in cloud.events if e.type == "door_opened"]
+    closed = [e for e in cloud.events if e.type == "door_closed"]
+    assert len(opened) == 3
+    assert len(closed) == 3
+    # every change is an event; the snapshot went once at the first change, and the
+    # last state (closed) follows within one interval
+    cloud.wait(
+        lambda: (
+            len(cloud.reported) >= before + 2
+            and cloud.reported[-1].compartments[0].door == "closed"
+        ),
+        timeout=3,
+        what="the trailing snapshot",
+    )
+    time.sleep(0.3)
+    assert len(cloud.reported) == before + 2

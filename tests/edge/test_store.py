@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.protocol import Receipt, encode, load_public_key
@@ -95,4 +95,127 @@ def test_used_codes_are_forgotten_once_revoked(tmp_path) -> None:
         assert store.code_used("a" * 64)
         assert not store.code_used("b" * 64)
     finally:
+        store.close()
+
+
+def test_atomic_writes_commit_together_or_not_at_all(tmp_path) -> None:
+    store = Store(tmp_path / "agent.sqlite3")
+    try:
+
+        def interrupted() -> None:
+            with store.atomic():
+                store.record_command(
+                    "c1", counter=7, compartment="a1", outcome=None, ack=None, now=1.0
+                )
+                store.append_event(lambda seq: (seq, b"unlocked"))
+                raise RuntimeError("power cut before the commit")
+
+        with pytest.raises(RuntimeError):
+            interrupted()
+        # Neither the command, nor its high-water mark, nor the event, nor the seq.
+        assert store.command("c1") is None
+        assert store.command_high_water == 0
+        assert store.pending_events(0, 10) == []
+        assert store.last_seq == 0
+        with store.atomic():
+            store.record_command("c1", counter=7, compartment="a1", outcome=None, ack=None, now=1.0)
+            assert store.append_event(lambda seq: (seq, b"unlocked")) == 1
+            # Inside: not committed yet (another connection does not see it).
+            other = sqlite3.connect(tmp_path / "agent.sqlite3")
+            assert other.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+            other.close()
+        assert store.command("c1") is not None
+        assert store.command_high_water == 7
+        assert [s for s, _ in store.pending_events(0, 10)] == [1]
+    finally:
+        store.close()
+
+
+def test_bookkeeping_commits_are_not_flushed_but_stay_in_order(tmp_path) -> None:
+    store = Store(tmp_path / "agent.sqlite3")
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        assert store.unsent_acks() == [("c1", b"ack")]
+        store.mark_ack_sent("c1")
+        # Back to FULL for everything after the bookkeeping commit.
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store.unsent_acks() == []
+        store.append_event(lambda seq: (seq, b"e"))
+        assert store.receipt(1) == 1
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        store.close()
+    store = Store(tmp_path / "agent.sqlite3")
+    try:
+        assert store.unsent_acks() == []
+        assert store.pending_events(0, 10) == []
+    finally:
+        store.close()
+
+
+class _WatchedLock(MockPin):
+    """A lock pin that reads the database (another connection) when it is energised."""
+
+    seen: list[tuple[int, int]]
+    path: str
+
+    def _change_state(self, value):
+        if value:
+            db = sqlite3.connect(self.path)
+            try:
+                commands = db.execute("SELECT count(*) FROM commands").fetchone()[0]
+                unlocked = db.execute(
+                    "SELECT count(*) FROM outbox WHERE instr(CAST(payload AS TEXT), ?) > 0",
+                    ('"type":"unlocked"',),
+                ).fetchone()[0]
+            finally:
+                db.close()
+            type(self).seen.append((commands, unlocked))
+        return super()._change_state(value)
+
+
+def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after(
+    tmp_path, public_key_file, cloud_key
+) -> None:
+    from tests.edge.cloud import Cloud
+    from tests.edge.conftest import LOCK_PINS
+
+    config = parse_config(config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1"))
+    store = Store(config.database_path)
+    _WatchedLock.seen = []
+    _WatchedLock.path = str(config.database_path)
+    factory = MockFactory()
+    factory.pin(LOCK_PINS["a1"], pin_class=_WatchedLock)
+    kicks: list[int] = []
+
+    class Outlet:
+        def kick(self) -> None:
+            # What the link would publish now must already be committed.
+            db = sqlite3.connect(config.database_path)
+            kicks.append(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            db.close()
+
+        def send_unstored_ack(self, payload: bytes) -> None:
+            pass
+
+    cabinet = Cabinet(
+        config,
+        store,
+        public_key=load_public_key(public_key_file),
+        pin_factory=factory,
+        outlet=Outlet(),
+    )
+    try:
+        cabinet.open()
+        kicks.clear()
+        command = Cloud.__new__(Cloud)
+        command.cabinet, command.counter, command.key = "cab-a", 0, cloud_key
+        cabinet.handle_command(encode(command.unlock_command("a1")))
+        # At the rising edge both the command and its `unlocked` event were on disk.
+        assert _WatchedLock.seen == [(1, 1)]
+        # One announcement for the pair, after their commit (boot + unlocked = 2 rows).
+        assert kicks == [2]
+    finally:
+        cabinet.close()
         store.close()

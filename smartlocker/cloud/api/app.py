@@ -31,6 +31,7 @@ from .broker import BrokerRegistrar
 from .config import ApiSettings
 from .db import close_conn, make_pool
 from .errors import PROBLEM_CONTENT_TYPE, ApiError, Problem, ServiceUnavailable, problem_type
+from .keycache import KeyCache
 from .metrics import Metrics
 from .openapi import build_openapi
 from .ratelimit import CodeThrottle
@@ -65,6 +66,7 @@ class ApiState:
     clock: Callable[[], datetime] = utcnow
     topics: TopicScheme = field(default_factory=TopicScheme)
     throttle: CodeThrottle = field(default_factory=CodeThrottle)
+    key_cache: KeyCache = field(default_factory=KeyCache)
     owns_publisher: bool = False
     #: Called by :meth:`close` (the dashboard's live feed registers its own).
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -167,6 +169,7 @@ def create_app(
         clock=clock or utcnow,
         topics=TopicScheme(settings.topic_prefix),
         throttle=CodeThrottle(free_attempts=settings.code_free_attempts),
+        key_cache=KeyCache(settings.key_cache_seconds),
         owns_publisher=owns_publisher,
     )
     for bp in blueprints.ALL:

@@ -4,6 +4,8 @@ Keys are 256-bit random secrets, so a fast hash is enough (nobody can brute-forc
 2^256); the comparison is constant-time. A key is limited to a list of sites or
 reaches all of them (``sites`` NULL). Every query of the API is filtered with
 :meth:`Principal.site_filter`, so objects of another site are simply not found.
+A verified key is remembered for a couple of seconds (:mod:`.keycache`), which is
+how long a revocation may take to reach a worker that had just seen the key.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-from flask import g
+from flask import current_app, g
 from psycopg import sql
 
 from .db import get_conn
 from .errors import NotFound, Unauthorized
+from .keycache import KeyCache
 
 __all__ = [
     "KEY_PREFIX",
@@ -132,14 +135,23 @@ def create_key(
     )
 
 
-def authenticate(header: str | None) -> Principal:
-    """The principal of an ``Authorization: Bearer slk_…`` header, or 401."""
+def authenticate(header: str | None, cache: KeyCache | None = None) -> Principal:
+    """The principal of an ``Authorization: Bearer slk_…`` header, or 401.
+
+    ``cache`` defaults to the app's (``ApiState.key_cache``), if it has one.
+    """
     if not header:
         raise Unauthorized("send Authorization: Bearer <api key>")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send Authorization: Bearer <api key>")
     key_id, secret = parse_key(token.strip())
+    digest = hash_secret(secret)
+    if cache is None:
+        cache = getattr(current_app.extensions.get("smartlocker"), "key_cache", None)
+    cached = cache.get(key_id) if cache is not None else None
+    if cached is not None and hmac.compare_digest(digest, cached[0]):
+        return cached[1]
     row = (
         get_conn()
         .execute(
@@ -149,18 +161,20 @@ def authenticate(header: str | None) -> Principal:
         )
         .fetchone()
     )
-    # Hash even when the id is unknown, so timing does not tell ids apart.
-    digest = hash_secret(secret)
+    # Hashed even when the id is unknown (above), so timing does not tell ids apart.
     stored = row[3] if row is not None else "0" * 64
     if row is None or not hmac.compare_digest(digest, stored):
         raise Unauthorized("unknown or revoked API key")
     name, role, sites, _ = row
-    return Principal(
+    principal = Principal(
         key_id=key_id,
         name=name,
         role=Role(role),
         sites=None if sites is None else frozenset(sites),
     )
+    if cache is not None:
+        cache.put(key_id, stored, principal)
+    return principal
 
 
 def set_principal(principal: Principal) -> None:

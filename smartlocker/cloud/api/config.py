@@ -46,6 +46,9 @@ class ApiSettings:
     unlocks_per_minute: int = 600
     #: The longest ``?wait=`` honoured (a longer one is cut to this).
     max_wait_seconds: float = 30.0
+    #: Seconds a verified API key is trusted without the database (the longest a
+    #: revocation takes to reach a worker; 0: every request asks the database).
+    key_cache_seconds: float = 2.0
     #: Wrong pickup codes per parcel / key before the growing lockout starts.
     code_free_attempts: int = 5
     #: Where provisioning registers cabinets' MQTT passwords (Mosquitto password file).
@@ -80,6 +83,11 @@ class ApiSettings:
         )
         if streams:
             values["dashboard_streams"] = int(str(streams))
+        cache = overrides.pop("key_cache_seconds", None)
+        if cache is None:
+            cache = env.get("SMARTLOCKER_API_KEY_CACHE_SECONDS") or None
+        if cache is not None:
+            values["key_cache_seconds"] = float(str(cache))
         if "database_url" not in values:
             raise ValueError("SMARTLOCKER_DATABASE_URL is not set")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -1,7 +1,8 @@
 """Rate limits and code-attempt lockouts, shared by every API worker through PostgreSQL.
 
 * :func:`hit` is a fixed-window counter (one atomic ``INSERT … ON CONFLICT DO UPDATE
-  … RETURNING``), used for remote unlocks per API key.
+  … RETURNING``), used for remote unlocks per API key; :func:`count_hit` sends the
+  same count without waiting for it (the unlock pipelines it with its command).
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
   used, as the cabinet's kiosk does; a right code clears the subject.
@@ -21,11 +22,78 @@ import psycopg
 
 from .errors import RateLimited
 
-__all__ = ["CodeThrottle", "hit", "lockout_for"]
+__all__ = ["CodeThrottle", "PendingHit", "count_hit", "hit", "lockout_for"]
 
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(2000, 1, 1).astimezone()
+
+
+@dataclass(slots=True)
+class PendingHit:
+    """One counted request whose count is read later (:func:`count_hit`).
+
+    Lets the count travel in a pipeline with other statements of the same
+    transaction: :meth:`check` reads it and decides; :meth:`forget_old_windows`
+    cleans up (after the caller's commit, when it holds other row locks).
+    """
+
+    conn: psycopg.Connection[Any]
+    cursor: psycopg.Cursor[Any]
+    bucket: str
+    start: datetime
+    window: timedelta
+    now: datetime
+    _hits: int | None = None
+
+    def hits(self) -> int:
+        if self._hits is None:
+            row = self.cursor.fetchone()
+            assert row is not None
+            self._hits = int(row[0])
+        return self._hits
+
+    def forget_old_windows(self) -> None:
+        """The first hit of a window deletes the bucket's older windows.
+
+        Rows a request of the old window still holds are skipped (deleted by a later
+        window's first hit): waiting for them here, while holding other locks of the
+        caller's transaction, could close a cycle of waits (a deadlock) with that
+        request and ingest.
+        """
+        if self.hits() == 1:
+            self.conn.execute(
+                "DELETE FROM api_rate_limits WHERE ctid = ANY(ARRAY("
+                "SELECT ctid FROM api_rate_limits WHERE bucket = %s AND window_start < %s"
+                " FOR UPDATE SKIP LOCKED))",
+                (self.bucket, self.start),
+            )
+
+    def check(self, limit: int) -> int:
+        """The count; raise :class:`RateLimited` past ``limit``."""
+        hits = self.hits()
+        if hits > limit:
+            seconds = self.window.total_seconds()
+            retry = (self.start + self.window - self.now).total_seconds()
+            raise RateLimited(
+                f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
+            )
+        return hits
+
+
+def count_hit(
+    conn: psycopg.Connection[Any], bucket: str, *, window: timedelta, now: datetime
+) -> PendingHit:
+    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it."""
+    seconds = window.total_seconds()
+    start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
+    cursor = conn.execute(
+        "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
+        " ON CONFLICT (bucket, window_start)"
+        " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits",
+        (bucket, start),
+    )
+    return PendingHit(conn, cursor, bucket, start, window, now)
 
 
 def hit(
@@ -42,28 +110,10 @@ def hit(
     With ``own_transaction`` False the count joins the caller's transaction (one
     commit less); a request that fails then does not count.
     """
-    seconds = window.total_seconds()
-    start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
     with conn.transaction() if own_transaction else nullcontext():
-        row = conn.execute(
-            "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
-            " ON CONFLICT (bucket, window_start)"
-            " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits",
-            (bucket, start),
-        ).fetchone()
-        assert row is not None
-        hits: int = row[0]
-        if hits == 1:  # a new window: forget the bucket's old ones
-            conn.execute(
-                "DELETE FROM api_rate_limits WHERE bucket = %s AND window_start < %s",
-                (bucket, start),
-            )
-    if hits > limit:
-        retry = (start + window - now).total_seconds()
-        raise RateLimited(
-            f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
-        )
-    return hits
+        pending = count_hit(conn, bucket, window=window, now=now)
+        pending.forget_old_windows()
+    return pending.check(limit)
 
 
 def lockout_for(failures: int, free_attempts: int) -> timedelta | None:

@@ -1,8 +1,8 @@
 """Opening a compartment through the API: command, audit, publish, optionally wait.
 
-The command row and its audit entry commit together (cloud-core's
+The command row, its audit entry and the rate-limit count commit together (cloud-core's
 :func:`~smartlocker.cloud.downlink.create_unlock_command`); then
-:func:`~smartlocker.cloud.downlink.send_command` signs and publishes it. With
+:func:`~smartlocker.cloud.downlink.publish_command` signs and publishes it. With
 ``wait`` the request sleeps on the process's LISTEN thread until the command is
 final (the ack was ingested, in whichever process) or the wait is over.
 """
@@ -17,16 +17,19 @@ from typing import Any
 
 import psycopg
 
-from smartlocker.cloud.downlink import create_unlock_command, send_command
-from smartlocker.cloud.rules.commands import CommandRow, CommandStatus, get_command
+from smartlocker.cloud.downlink import create_unlock_command, publish_command
+from smartlocker.cloud.errors import NotFound
+from smartlocker.cloud.rules.commands import CommandRow, CommandStatus, get_command, mark_sent
 from smartlocker.cloud.rules.fleet import audit
+from smartlocker.protocol import new_message_id
 
 from .app import state
 from .auth import Principal
 from .errors import ServiceUnavailable
 from .models import Command
 from .publisher import MqttPublishError
-from .ratelimit import hit
+from .ratelimit import count_hit
+from .waiter import Note
 
 __all__ = ["FINAL", "command_model", "open_compartment"]
 
@@ -43,6 +46,7 @@ FINAL = frozenset(
         CommandStatus.TIMED_OUT,
     }
 )
+_FINAL_VALUES = frozenset(status.value for status in FINAL)
 
 
 def command_model(row: CommandRow) -> Command:
@@ -73,51 +77,77 @@ def open_compartment(
     parcel: str | None = None,
     wait: float | None = None,
 ) -> tuple[Command, int]:
-    """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``."""
+    """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``.
+
+    Two round trips to PostgreSQL before the publication and one after: the
+    per-cabinet lock, the rate-limit count, the audit row and the command travel
+    in one pipeline (one transaction), then COMMIT; after the PUBACK, the lock's
+    release and the ``sent`` mark go together. The answer to ``?wait`` comes from
+    the NOTIFY's payload (the outcome), without reading the row again.
+    """
     s = state()
     keys = s.require_keys()
     publisher = s.require_publisher()
     now = s.clock()
+    command_id = new_message_id()
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
-        # One command at a time per cabinet, from its counter to its publication: the
-        # cabinet refuses a counter at or below the highest it has seen, so commands
-        # must reach it in counter order, whichever worker or thread made them.
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet))
+        locked = False
         try:
-            with conn.transaction():
-                hit(
-                    conn,
-                    f"unlock:{principal.key_id}",
-                    limit=s.settings.unlocks_per_minute,
-                    window=timedelta(minutes=1),
-                    now=now,
-                    own_transaction=False,
-                )
-                row = create_unlock_command(
-                    conn,
-                    cabinet,
-                    compartment,
-                    reason,
-                    principal.actor,
-                    now=now,
-                    parcel=parcel,
-                    purpose=purpose,
-                )
-                audit(
-                    conn,
-                    actor=principal.actor,
-                    action=f"compartment.unlock.{purpose}",
-                    target_kind="compartment",
-                    target=f"{cabinet}/{compartment}",
-                    now=now,
-                    detail={"command": row.id, "reason": reason, "parcel": parcel},
-                )
+            try:
+                with conn.pipeline():
+                    # One command at a time per cabinet, from its counter to its
+                    # publication: the cabinet refuses a counter at or below the highest
+                    # it has seen, so commands must reach it in counter order, whichever
+                    # worker or thread made them. The lock is taken before the counter
+                    # rises (same pipeline, executed in order). BEGIN/COMMIT are sent by
+                    # hand: psycopg's transaction() would wait for each in a pipeline.
+                    conn.execute(
+                        "SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet)
+                    )
+                    locked = True
+                    conn.execute("BEGIN")
+                    pending = count_hit(
+                        conn, f"unlock:{principal.key_id}", window=timedelta(minutes=1), now=now
+                    )
+                    audit(
+                        conn,
+                        actor=principal.actor,
+                        action=f"compartment.unlock.{purpose}",
+                        target_kind="compartment",
+                        target=f"{cabinet}/{compartment}",
+                        now=now,
+                        detail={"command": command_id, "reason": reason, "parcel": parcel},
+                    )
+                    try:
+                        row = create_unlock_command(
+                            conn,
+                            cabinet,
+                            compartment,
+                            reason,
+                            principal.actor,
+                            now=now,
+                            parcel=parcel,
+                            purpose=purpose,
+                            command_id=command_id,
+                        )
+                    except NotFound:
+                        pending.check(s.settings.unlocks_per_minute)  # the limit speaks first
+                        raise
+                    pending.check(s.settings.unlocks_per_minute)
+                    conn.execute("COMMIT")
+                    # After the commit, holding no row lock: its own little transaction.
+                    pending.forget_old_windows()
+            except BaseException:
+                # Refused or failed: nothing of it stays (no count, no audit, no counter).
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                raise
             if watch is not None:
                 watch.listen(row.id)
             try:
-                send_command(conn, publisher, keys.signing_key, row.id, now=now, topics=s.topics)
+                publish_command(publisher, keys.signing_key, row, now=s.clock(), topics=s.topics)
             except MqttPublishError as exc:
                 logger.error("command %s not published: %s", row.id, exc)
                 s.metrics.commands.labels("unpublished").inc()
@@ -125,12 +155,25 @@ def open_compartment(
                     f"the broker did not take command {row.id}; it times out unsent ({exc})",
                     slug="mqtt-unavailable",
                 ) from exc
+            # The broker has it (PUBACK): the next command of this cabinet may go.
+            with conn.pipeline():
+                _unlock(conn, cabinet)
+                locked = False
+                mark_sent(conn, row.id, now=now)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet))
+            if locked:
+                _unlock(conn, cabinet)
 
         if watch is not None and wait:
 
-            def final() -> CommandRow | None:
+            def final(note: Note) -> CommandRow | None:
+                if note is not None and note.get("status") in _FINAL_VALUES:
+                    return replace(
+                        row,
+                        status=CommandStatus(note["status"]),
+                        outcome=note.get("outcome"),
+                        outcome_reason=note.get("outcome_reason"),
+                    )
                 current = get_command(conn, row.id)
                 return current if current.status in FINAL else None
 
@@ -141,3 +184,7 @@ def open_compartment(
             return command_model(get_command(conn, row.id)), 202
     # Published: "sent", unless the ack overtook this line (then it says so next time).
     return command_model(replace(row, status=CommandStatus.SENT)), 202
+
+
+def _unlock(conn: psycopg.Connection[Any], cabinet: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet))

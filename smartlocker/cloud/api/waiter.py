@@ -1,15 +1,19 @@
 """Wait for a command's outcome across processes: PostgreSQL LISTEN/NOTIFY.
 
 When ingest stores a cabinet's ack, the commands row changes and a trigger (see
-migration ``0004_api.sql``) sends ``NOTIFY smartlocker_command, '<command id>'`` on
-commit. Each API process keeps ONE listening connection in a thread and wakes the
-requests waiting for that id, whichever worker published the command. A waiter
-re-reads the row after registering and at least every ``recheck`` seconds, so a
-notification lost to a reconnect only costs latency, never the answer.
+migrations ``0004_api.sql`` and ``0007_command_outcome_notify.sql``) sends
+``NOTIFY smartlocker_command`` on commit, with the command's final outcome as JSON
+(``{"id", "status", "outcome", "outcome_reason"}``; a bare id, the older form, is
+understood too). Each API process keeps ONE listening connection in a thread and
+wakes the requests waiting for that id, whichever worker published the command,
+handing them the payload so they need not read the row again. A waiter re-reads the
+row after registering and at least every ``recheck`` seconds, so a notification lost
+to a reconnect only costs latency, never the answer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,12 +23,44 @@ from typing import Any, TypeVar
 
 import psycopg
 
-__all__ = ["CHANNEL", "CommandWaiter", "Watch"]
+__all__ = ["CHANNEL", "CommandWaiter", "Note", "Watch", "parse_note"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "smartlocker_command"
 T = TypeVar("T")
+
+#: What a notification said about its key (the trigger's JSON), None for a bare id.
+Note = dict[str, Any] | None
+
+
+def parse_note(payload: str) -> tuple[str, Note]:
+    """``(key, fields)`` of a notification payload: JSON with an ``id``, or a bare id."""
+    if payload.startswith("{"):
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            logger.warning("unreadable notification on %s: %.100r", CHANNEL, payload)
+            return payload, None
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            return data["id"], data
+        logger.warning("notification on %s without an id: %.100r", CHANNEL, payload)
+    return payload, None
+
+
+class _Slot:
+    """One waiting request: woken by :meth:`set`, with the latest note of its key."""
+
+    __slots__ = ("event", "note")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.note: Note = None
+
+    def set(self, note: Note) -> None:
+        if note is not None:
+            self.note = note
+        self.event.set()
 
 
 class Watch:
@@ -32,11 +68,11 @@ class Watch:
 
     def __init__(
         self,
-        event: threading.Event,
+        slot: _Slot,
         recheck: float,
         listen: Callable[[str], None] | None = None,
     ) -> None:
-        self._event = event
+        self._slot = slot
         self._recheck = recheck
         self._listen = listen
 
@@ -47,16 +83,21 @@ class Watch:
         self._listen(key)
         self._listen = None
 
-    def wait(self, check: Callable[[], T | None], timeout: float) -> T | None:
-        """Sleep until notified (or ``recheck`` passed), then ``check()``; until ``timeout``."""
+    def wait(self, check: Callable[[Note], T | None], timeout: float) -> T | None:
+        """Sleep until notified (or ``recheck`` passed), then ``check(note)``; until ``timeout``.
+
+        ``note`` is what the latest notification of the key said (None if none came
+        or it was a bare id): ``check`` may answer from it without reading the row.
+        """
         deadline = time.monotonic() + timeout
+        slot = self._slot
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return check()
-            self._event.wait(min(remaining, self._recheck))
-            self._event.clear()
-            result = check()
+                return check(slot.note)
+            slot.event.wait(min(remaining, self._recheck))
+            slot.event.clear()
+            result = check(slot.note)
             if result is not None:
                 return result
 
@@ -68,56 +109,56 @@ class CommandWaiter:
         self._url = url
         self._recheck = recheck
         self._lock = threading.Lock()
-        self._waiting: dict[str, set[threading.Event]] = {}
+        self._waiting: dict[str, set[_Slot]] = {}
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
 
-    def wait(self, key: str, check: Callable[[], T | None], timeout: float) -> T | None:
-        """``check()``'s first non-None result, re-checked when ``key`` is notified."""
+    def wait(self, key: str, check: Callable[[Note], T | None], timeout: float) -> T | None:
+        """``check(note)``'s first non-None result, re-checked when ``key`` is notified."""
         with self.watch(key) as watch:
-            result = check()
+            result = check(None)
             return result if result is not None else watch.wait(check, timeout)
 
     @contextmanager
     def watch(self, key: str) -> Iterator[Watch]:
         """Listen for ``key`` from now on (register before causing what you wait for)."""
         self._ensure_started()
-        event = threading.Event()
+        slot = _Slot()
         with self._lock:
-            self._waiting.setdefault(key, set()).add(event)
+            self._waiting.setdefault(key, set()).add(slot)
         try:
-            yield Watch(event, self._recheck)
+            yield Watch(slot, self._recheck)
         finally:
             with self._lock:
-                events = self._waiting.get(key)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
+                slots = self._waiting.get(key)
+                if slots is not None:
+                    slots.discard(slot)
+                    if not slots:
                         del self._waiting[key]
 
     @contextmanager
     def watch_later(self) -> Iterator[Watch]:
         """A watch whose key is given later by :meth:`Watch.listen` (before publishing)."""
         self._ensure_started()
-        event = threading.Event()
+        slot = _Slot()
         keys: list[str] = []
 
         def listen(key: str) -> None:
             with self._lock:
-                self._waiting.setdefault(key, set()).add(event)
+                self._waiting.setdefault(key, set()).add(slot)
             keys.append(key)
 
         try:
-            yield Watch(event, self._recheck, listen)
+            yield Watch(slot, self._recheck, listen)
         finally:
             with self._lock:
                 for key in keys:
-                    events = self._waiting.get(key)
-                    if events is not None:
-                        events.discard(event)
-                        if not events:
+                    slots = self._waiting.get(key)
+                    if slots is not None:
+                        slots.discard(slot)
+                        if not slots:
                             del self._waiting[key]
 
     def close(self) -> None:
@@ -138,14 +179,14 @@ class CommandWaiter:
         # A first waiter gives the listener a moment; after that rechecks cover gaps.
         self._listening.wait(2.0)
 
-    def _wake(self, key: str | None) -> None:
+    def _wake(self, key: str | None, note: Note = None) -> None:
         with self._lock:
             if key is None:
-                events = [e for group in self._waiting.values() for e in group]
+                slots = [e for group in self._waiting.values() for e in group]
             else:
-                events = list(self._waiting.get(key, ()))
-        for event in events:
-            event.set()
+                slots = list(self._waiting.get(key, ()))
+        for slot in slots:
+            slot.set(note)
 
     def _run(self) -> None:
         backoff = 0.1
@@ -157,8 +198,8 @@ class CommandWaiter:
                     self._wake(None)  # anything may have happened while we were away
                     backoff = 0.1
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            self._wake(note.payload)
+                        for notification in conn.notifies(timeout=0.5):
+                            self._wake(*parse_note(notification.payload))
             except psycopg.Error as exc:
                 self._listening.clear()
                 logger.warning("LISTEN %s lost (%s); reconnecting in %.1fs", CHANNEL, exc, backoff)

@@ -3,6 +3,10 @@
 Runs on the event loop; a full or timed-out batch goes to ``flush`` (the writer's
 queue). While the writer works on one batch the next one fills, so batches grow
 with the load and the per-transaction cost is shared by more rows.
+
+An *urgent* item (a command's ack: an API request may be waiting for it) does not
+wait for ``max_delay``: its batch goes at once if the writer is idle, else as soon
+as the writer says it is (:meth:`Batcher.writer_idle`).
 """
 
 from __future__ import annotations
@@ -33,17 +37,26 @@ class Batcher(Generic[T]):
         self._busy = busy
         self._items: list[T] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._urgent = False
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, item: T) -> None:
+    def add(self, item: T, *, urgent: bool = False) -> None:
         items = self._items
         items.append(item)
-        if len(items) >= self.max_messages:
+        if len(items) >= self.max_messages or (urgent and not self._busy()):
             self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._due)
+        else:
+            if urgent:
+                self._urgent = True
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._due)
+
+    def writer_idle(self) -> None:
+        """The writer finished a batch: an urgent item waiting goes now."""
+        if self._urgent and self._items and not self._busy():
+            self.flush()
 
     def _due(self) -> None:
         self._timer = None
@@ -54,6 +67,7 @@ class Batcher(Generic[T]):
         self.flush()
 
     def flush(self) -> None:
+        self._urgent = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

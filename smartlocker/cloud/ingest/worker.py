@@ -52,6 +52,7 @@ _PUBACK = [b"\x40\x02" + mid.to_bytes(2, "big") for mid in range(65536)]
 OUTBOX_LIMIT = 100_000
 _UNSTAMPED = datetime.min.replace(tzinfo=UTC)
 _RECEIPT = '{"v":1,"id":"%s","ts":"%s","cabinet":"%s","type":"receipt","upto_seq":%d}'
+_ACKS_SUFFIX = "/" + Channel.ACKS.value
 
 
 def receipt_payload(message_id: str, ts: str, cabinet: str, upto_seq: int) -> bytes:
@@ -322,7 +323,9 @@ class IngestWorker:
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
         self._unacked += 1
         self._batcher.add(
-            Inbound(topic, payload, _UNSTAMPED, (self._handler.current_connection, mid))
+            Inbound(topic, payload, _UNSTAMPED, (self._handler.current_connection, mid)),
+            # An ack may have an API request waiting for it: no batching delay.
+            urgent=topic.endswith(_ACKS_SUFFIX),
         )
 
     # -- batches -------------------------------------------------------------------
@@ -357,6 +360,7 @@ class IngestWorker:
             logger.info("%d acks dropped with their connection (the broker redelivers)", len(acks))
         if outcome.receipts:
             self._pending_receipts.update(outcome.receipts)
+        self._batcher.writer_idle()
 
     # -- downlink -----------------------------------------------------------------------
 

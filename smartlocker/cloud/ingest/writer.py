@@ -11,8 +11,10 @@ A batch becomes, in ONE transaction on a sync psycopg connection:
 3. telemetry likewise (``on_telemetry``), status (:mod:`.presence`), acks and
    reported (``on_ack``, ``on_reported``); ``last_seen``.
 
-Then commit. Only then the :class:`Outcome` goes back to the event loop, which
-PUBACKs the messages and publishes receipts, and the effects go to the downlink.
+Then commit. A batch with acks and other messages commits its acks first, in a
+transaction of their own (the ack fast path: an API request may be waiting). Only
+then the :class:`Outcome` goes back to the event loop, which PUBACKs the messages
+and publishes receipts, and the effects go to the downlink.
 A lost database connection keeps the batch and retries it until it commits (the
 messages stay un-PUBACKed meanwhile); any other failure splits the batch and
 retries message by message, dead-lettering the ones that still fail, so one bad
@@ -225,13 +227,26 @@ class Writer:
         sorted_ = sort_batch(batch, self.topics)
         outcome = Outcome(items=batch)
         effects: list[Any] = []
+        checked = False
+        if sorted_.acks and len(sorted_.acks) < len(batch):
+            # The ack fast path: acks commit first, on their own, so the NOTIFY that
+            # wakes a waiting API request does not wait for the events' rules. Safe
+            # in either order: an ack moves only its command (and its alerts); the
+            # events' rules read a command's purpose and parcel, never its status.
+            with conn.transaction():
+                self._refuse_unknown(conn, sorted_)
+                for ack in sorted_.acks:
+                    effects.append(self.rules.on_ack(conn, ack, now))
+            checked = True
         with conn.transaction():
-            self._refuse_unknown(conn, sorted_)
+            if not checked:
+                self._refuse_unknown(conn, sorted_)
             self._write_events(conn, sorted_, now, outcome, effects)
             self._write_telemetry(conn, sorted_, now, effects)
             self._write_presence(conn, sorted_, now, effects)
-            for ack in sorted_.acks:
-                effects.append(self.rules.on_ack(conn, ack, now))
+            if not checked:
+                for ack in sorted_.acks:
+                    effects.append(self.rules.on_ack(conn, ack, now))
             for rep in sorted_.reported:
                 effects.append(self.rules.on_reported(conn, rep, now))
             write_dead_letters(conn, sorted_.dead)

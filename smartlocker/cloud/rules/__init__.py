@@ -10,7 +10,7 @@
 Every rule takes ``now``; none reads the clock.
 """
 
-from .alerts import AlertKind, ack_alert, clear_alert, raise_alert
+from .alerts import AlertKind, ack_alert, clear_alert, clear_alerts, raise_alert
 from .allocation import SIZES, Allocation, allocate
 from .clock import ClockCheck, ClockPolicy, check_clock, clock_correction
 from .codes import issue_code, revoke_codes
@@ -62,6 +62,7 @@ __all__ = [
     "cancel_parcel",
     "check_clock",
     "clear_alert",
+    "clear_alerts",
     "clock_correction",
     "compute_fee",
     "expire_overdue",

@@ -8,6 +8,7 @@ acknowledge alerts (:func:`ack_alert`); acknowledging does not clear.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,7 +18,7 @@ import psycopg
 from ..errors import NotFound
 from .notifications import notify_alert
 
-__all__ = ["AlertKind", "ack_alert", "clear_alert", "raise_alert"]
+__all__ = ["AlertKind", "ack_alert", "clear_alert", "clear_alerts", "raise_alert"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,35 @@ def clear_alert(
         at=now,
     )
     return int(row[0])
+
+
+def clear_alerts(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    kinds: Sequence[AlertKind],
+    *,
+    now: datetime,
+    compartment: str | None = None,
+) -> list[int]:
+    """:func:`clear_alert` for several kinds in one statement; returns the cleared ids."""
+    rows = conn.execute(
+        "UPDATE alerts SET cleared_at = %s WHERE cabinet = %s"
+        " AND coalesce(compartment, '') = coalesce(%s, '') AND kind = ANY(%s)"
+        " AND cleared_at IS NULL RETURNING id, kind",
+        (now, cabinet, compartment, [AlertKind(k).value for k in kinds]),
+    ).fetchall()
+    for alert, kind in rows:
+        logger.info("alert cleared: %s %s %s", cabinet, compartment or "-", kind)
+        notify_alert(
+            conn,
+            int(alert),
+            raised=False,
+            cabinet=cabinet,
+            kind=kind,
+            compartment=compartment,
+            at=now,
+        )
+    return [int(alert) for alert, _ in rows]
 
 
 def ack_alert(conn: psycopg.Connection[Any], alert: int, *, actor: str, now: datetime) -> None:

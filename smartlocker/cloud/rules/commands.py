@@ -107,6 +107,21 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
     return _row(row)
 
 
+_CREATE = (
+    # One statement (atomic by itself, one round trip): the compartment must exist,
+    # the cabinet's counter rises, the command gets it. No row: no such compartment.
+    "WITH comp AS (SELECT 1 FROM compartments WHERE cabinet = %(cabinet)s"  # noqa: S608
+    " AND id = %(compartment)s),"
+    " counter AS (UPDATE cabinets SET command_counter = command_counter + 1"
+    " WHERE id = %(cabinet)s AND EXISTS (SELECT 1 FROM comp) RETURNING command_counter)"
+    " INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"
+    " purpose, created_at, expires_at)"
+    " SELECT %(id)s, %(cabinet)s, %(compartment)s, command_counter, %(reason)s, %(actor)s,"
+    " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
+    f" RETURNING {_COLUMNS}"
+)
+
+
 def create_command(
     conn: psycopg.Connection[Any],
     cabinet: str,
@@ -118,42 +133,33 @@ def create_command(
     parcel: str | None = None,
     purpose: str = "operator",
     ttl: timedelta = COMMAND_TTL,
+    command_id: str | None = None,
 ) -> CommandRow:
-    """A new unlock command (status ``created``) with the cabinet's next counter."""
-    with conn.transaction():
-        found = conn.execute(
-            "SELECT 1 FROM compartments WHERE cabinet = %s AND id = %s", (cabinet, compartment)
-        ).fetchone()
-        if found is None:
-            raise NotFound(
-                f"no compartment {compartment} in cabinet {cabinet}",
-                cabinet=cabinet,
-                compartment=compartment,
-            )
-        counter = conn.execute(
-            "UPDATE cabinets SET command_counter = command_counter + 1 WHERE id = %s"
-            " RETURNING command_counter",
-            (cabinet,),
-        ).fetchone()
-        assert counter is not None
-        row = conn.execute(
-            "INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"  # noqa: S608 (constant column list)
-            " purpose, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            f" RETURNING {_COLUMNS}",
-            (
-                new_message_id(),
-                cabinet,
-                compartment,
-                counter[0],
-                reason,
-                actor,
-                parcel,
-                purpose,
-                now,
-                now + ttl,
-            ),
-        ).fetchone()
-    assert row is not None
+    """A new unlock command (status ``created``) with the cabinet's next counter.
+
+    ``command_id`` lets the caller name it beforehand (e.g. in an audit row written
+    in the same transaction); by default a new message id.
+    """
+    row = conn.execute(
+        _CREATE,
+        {
+            "id": command_id or new_message_id(),
+            "cabinet": cabinet,
+            "compartment": compartment,
+            "reason": reason,
+            "actor": actor,
+            "parcel": parcel,
+            "purpose": purpose,
+            "now": now,
+            "expires": now + ttl,
+        },
+    ).fetchone()
+    if row is None:
+        raise NotFound(
+            f"no compartment {compartment} in cabinet {cabinet}",
+            cabinet=cabinet,
+            compartment=compartment,
+        )
     command = _row(row)
     logger.info(
         "command %s created: unlock %s/%s (%s, by %s)",

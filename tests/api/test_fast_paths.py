@@ -1,0 +1,244 @@
+"""The unlock's fast paths: the API key cache (and its revocation bound), the NOTIFY
+that carries a command's outcome, and the command created in one statement."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from flask import Flask
+
+from smartlocker.cloud.api.auth import Role
+from smartlocker.cloud.api.keycache import KeyCache
+from smartlocker.cloud.api.waiter import CHANNEL, CommandWaiter, parse_note
+from smartlocker.cloud.errors import NotFound
+from smartlocker.cloud.rules.commands import create_command, record_outcome
+from smartlocker.protocol import AckOutcome, utcnow
+
+from .conftest import World, bearer, make_key
+
+CACHE_S = 0.5
+
+
+@pytest.fixture
+def cached_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(pool_min=1, pool_max=2, key_cache_seconds=CACHE_S)
+
+
+def _revoke(url: str, token: str) -> None:
+    key_id = token.split("_")[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key_id,))
+
+
+def test_a_revoked_key_stops_working_within_the_cache_time(world: World, cached_app: Flask) -> None:
+    c = cached_app.test_client()
+    token = make_key(world.url, Role.VIEWER, ["s1"], "soon revoked")
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 200
+    _revoke(world.url, token)
+    revoked_at = time.monotonic()
+    # Within CACHE_S this worker may still accept it; never after.
+    while True:
+        status = c.get("/api/v1/sites", headers=bearer(token)).status_code
+        elapsed = time.monotonic() - revoked_at
+        if status == 401:
+            break
+        assert status == 200
+        assert elapsed < CACHE_S, f"revoked key still accepted after {elapsed:.2f}s"
+        time.sleep(0.05)
+    assert elapsed <= CACHE_S + 0.2
+    # and it stays refused
+    time.sleep(CACHE_S)
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 401
+
+
+def test_a_cached_key_id_with_a_wrong_secret_is_refused(world: World, cached_app: Flask) -> None:
+    c = cached_app.test_client()
+    token = make_key(world.url, Role.VIEWER, ["s1"], "cached")
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 200
+    prefix, key_id, secret = token.split("_", 2)
+    forged = f"{prefix}_{key_id}_{'A' * len(secret)}"
+    assert c.get("/api/v1/sites", headers=bearer(forged)).status_code == 401
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 200
+
+
+def test_no_cache_means_revocation_is_immediate(world: World, make_app) -> None:
+    c = make_app(pool_min=1, pool_max=2, key_cache_seconds=0).test_client()
+    token = make_key(world.url, Role.VIEWER, ["s1"], "uncached")
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 200
+    _revoke(world.url, token)
+    assert c.get("/api/v1/sites", headers=bearer(token)).status_code == 401
+
+
+def test_key_cache_expires_and_is_bounded() -> None:
+    now = [0.0]
+    cache = KeyCache(2.0, max_entries=2, clock=lambda: now[0])
+    cache.put("a", "h", "principal-a")  # type: ignore[arg-type]
+    assert cache.get("a") == ("h", "principal-a")
+    now[0] = 1.99
+    assert cache.get("a") is not None
+    now[0] = 2.0
+    assert cache.get("a") is None
+    cache.put("a", "h", "pa")  # type: ignore[arg-type]
+    cache.put("b", "h", "pb")  # type: ignore[arg-type]
+    cache.put("c", "h", "pc")  # type: ignore[arg-type]
+    assert cache.get("c") is not None
+    assert len(cache._entries) <= 2
+    cache.forget("c")
+    assert cache.get("c") is None
+    assert KeyCache(0).get("x") is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "key", "note"),
+    [
+        ("abc", "abc", None),
+        ('{"id": "abc", "status": "succeeded"}', "abc", {"id": "abc", "status": "succeeded"}),
+        ("{not json", "{not json", None),
+        ('{"status": "failed"}', '{"status": "failed"}', None),
+        ('["abc"]', '["abc"]', None),
+    ],
+)
+def test_notification_payloads(payload: str, key: str, note: object) -> None:
+    assert parse_note(payload) == (key, note)
+
+
+def test_the_final_notify_carries_the_outcome(world: World) -> None:
+    """Migration 0007: the trigger's payload is the outcome, sent on commit only."""
+    now = utcnow()
+    with (
+        psycopg.connect(world.url, autocommit=True) as listener,
+        psycopg.connect(world.url, autocommit=True) as conn,
+    ):
+        listener.execute(f"LISTEN {CHANNEL}")
+        row = create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
+        with conn.transaction():
+            done = record_outcome(
+                conn, row.id, "cab-1", AckOutcome.NOT_OPENED, "door stuck", now=now
+            )
+            assert done is not None
+        notes = [n.payload for n in listener.notifies(timeout=2.0, stop_after=1)]
+    assert [json.loads(p) for p in notes] == [
+        {"id": row.id, "status": "failed", "outcome": "not_opened", "outcome_reason": "door stuck"}
+    ]
+
+
+def test_a_waiter_gets_the_outcome_without_reading_again(world: World) -> None:
+    waiter = CommandWaiter(world.url, recheck=30.0)
+    now = utcnow()
+    try:
+        with psycopg.connect(world.url, autocommit=True) as conn:
+            row = create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
+            reads: list[object] = []
+
+            def check(note: object) -> object:
+                reads.append(note)
+                return note
+
+            def ack() -> None:
+                time.sleep(0.2)
+                record_outcome(conn, row.id, "cab-1", AckOutcome.OPENED, None, now=now)
+
+            acker = threading.Thread(target=ack)
+            with waiter.watch(row.id) as watch:
+                acker.start()
+                got = watch.wait(check, 10.0)
+            acker.join()
+        # recheck is 30 s: only the notification can have woken it, with the outcome.
+        assert got == {
+            "id": row.id,
+            "status": "succeeded",
+            "outcome": "opened",
+            "outcome_reason": None,
+        }
+    finally:
+        waiter.close()
+
+
+def test_a_command_is_created_in_one_statement_or_not_at_all(world: World) -> None:
+    now = utcnow()
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        before = conn.execute("SELECT command_counter FROM cabinets WHERE id = 'cab-1'").fetchone()
+        with pytest.raises(NotFound):
+            create_command(conn, "cab-1", "NOPE", reason="r", actor="t", now=now)
+        with pytest.raises(NotFound):
+            create_command(conn, "no-such-cabinet", "A1", reason="r", actor="t", now=now)
+        after = conn.execute("SELECT command_counter FROM cabinets WHERE id = 'cab-1'").fetchone()
+        assert after == before  # a refused command takes no counter
+        first = create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
+        second = create_command(
+            conn, "cab-1", "A1", reason="r", actor="t", now=now, command_id="chosen-id"
+        )
+        assert second.id == "chosen-id"
+        assert second.counter == first.counter + 1
+        assert first.counter == (before[0] if before else 0) + 1
+
+
+def test_a_refused_unlock_counts_nothing_and_audits_nothing(
+    world: World, make_app: Callable[..., Flask]
+) -> None:
+    c = make_app(pool_min=1, pool_max=2, unlocks_per_minute=3).test_client()
+    headers = world.key("operator")
+    base = "/api/v1/cabinets/cab-1/compartments"
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        audits = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+        for _ in range(5):
+            r = c.post(f"{base}/ZZ9/unlock", json={"reason": "nope"}, headers=headers)
+            assert r.status_code == 404
+        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == audits
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (0,)
+        codes = [
+            c.post(f"{base}/A1/unlock", json={"reason": "yes"}, headers=headers).status_code
+            for _ in range(4)
+        ]
+        assert codes == [202, 202, 202, 429]
+        rows = conn.execute(
+            "SELECT c.counter, a.detail->>'command' = c.id FROM commands c"
+            " JOIN audit_log a ON a.detail->>'command' = c.id ORDER BY c.counter"
+        ).fetchall()
+        assert [r[1] for r in rows] == [True, True, True]
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+        # the over-limit request rolled back: no command, no audit row, no counter
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (audits[0] + 3,)
+        # the lock of the cabinet was released every time (another session can take it)
+        assert conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext('cab-1'))", (0x5A4C0002,)
+        ).fetchone() == (True,)
+
+
+def test_the_first_unlock_of_a_window_forgets_the_old_windows_after_its_commit(
+    world: World, make_app: Callable[..., Flask], clock
+) -> None:
+    from datetime import timedelta
+
+    c = make_app(pool_min=1, pool_max=2, unlocks_per_minute=100).test_client()
+    url = "/api/v1/cabinets/cab-1/compartments/A1/unlock"
+    start = utcnow().replace(second=5, microsecond=0)
+    clock.fixed = start
+    for _ in range(2):
+        assert (
+            c.post(url, json={"reason": "window one"}, headers=world.key("operator")).status_code
+            == 202
+        )
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        buckets = "SELECT window_start, hits FROM api_rate_limits WHERE bucket LIKE 'unlock:%'"
+        assert [h for _, h in conn.execute(buckets).fetchall()] == [2]
+        # a request of the old window still running holds its row: it is skipped, not awaited
+        with conn.transaction():
+            conn.execute("UPDATE api_rate_limits SET hits = hits WHERE bucket LIKE 'unlock:%'")
+            clock.fixed = start + timedelta(minutes=1)
+            r = c.post(url, json={"reason": "window two"}, headers=world.key("operator"))
+            assert r.status_code == 202
+        assert len(conn.execute(buckets).fetchall()) == 2  # the old one survived, locked
+        clock.fixed = start + timedelta(minutes=2)
+        assert (
+            c.post(url, json={"reason": "window three"}, headers=world.key("operator")).status_code
+            == 202
+        )
+        rows = conn.execute(buckets).fetchall()
+        assert [(w, h) for w, h in rows] == [((start + timedelta(minutes=2)).replace(second=0), 1)]
