@@ -27,7 +27,15 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-__all__ = ["AHEAD_LIMIT", "Cursor", "EventKey", "advance", "lock_cursors", "store_cursors"]
+__all__ = [
+    "AHEAD_LIMIT",
+    "Cursor",
+    "EventKey",
+    "advance",
+    "advance_run",
+    "lock_cursors",
+    "store_cursors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +123,26 @@ def advance(cursor: Cursor, events: Iterable[EventKey], now: datetime) -> Cursor
     return out
 
 
+def advance_run(cursor: Cursor, seqs: list[int], boot: bool) -> Cursor | None:
+    """:func:`advance` for the usual batch, without building its :class:`EventKey` list.
+
+    The usual batch of a cabinet is one run of distinct seqs right after the
+    committed one, with no boot among them, for a cursor with nothing waiting
+    above a gap and no seq epoch: then the cursor simply moves to the run's end,
+    whether or not the events were new. ``None`` means "not that case, call
+    :func:`advance`" (``tests/ingest/test_cursor.py`` checks they agree).
+    """
+    if boot or cursor.ahead or cursor.epoch_ts is not None or not seqs:
+        return None
+    n = len(seqs)
+    lo = min(seqs)
+    if lo != cursor.committed_seq + 1 or max(seqs) - lo + 1 != n:
+        return None
+    if n > 1 and len(set(seqs)) != n:
+        return None
+    return Cursor(cursor.cabinet, lo + n - 1, set(), None, cursor.held_since)
+
+
 def lock_cursors(
     conn: psycopg.Connection[Any], cabinets: Iterable[str], exist: set[str] | None = None
 ) -> dict[str, Cursor]:
@@ -149,14 +177,33 @@ def store_cursors(
     after: Mapping[str, Cursor],
     now: datetime,
 ) -> None:
-    """Write the cursors that changed (in the caller's transaction)."""
-    changed = [
-        c
-        for name, c in after.items()
-        if (b := before.get(name)) is None
-        or (b.committed_seq, b.ahead, b.epoch_ts, b.held_since)
-        != (c.committed_seq, c.ahead, c.epoch_ts, c.held_since)
-    ]
+    """Write the cursors that changed (in the caller's transaction).
+
+    Usually only ``committed_seq`` moved: those go in one narrow statement whose
+    arrays are passed as literals (cabinet ids need no escaping inside quotes),
+    which spares building and sending the other columns for every cabinet.
+    """
+    seq_only: list[Cursor] = []
+    changed: list[Cursor] = []
+    for name, c in after.items():
+        b = before.get(name)
+        if b is None:
+            changed.append(c)
+        elif b.ahead == c.ahead and b.epoch_ts == c.epoch_ts and b.held_since == c.held_since:
+            if b.committed_seq != c.committed_seq:
+                seq_only.append(c)
+        else:
+            changed.append(c)
+    if seq_only:
+        conn.execute(
+            "UPDATE ingest_cursors AS c SET committed_seq = u.q, updated_at = %s"
+            " FROM unnest(%s::text[], %s::bigint[]) AS u(cabinet, q) WHERE c.cabinet = u.cabinet",
+            (
+                now,
+                '{"' + '","'.join([c.cabinet for c in seq_only]) + '"}',
+                "{" + ",".join([str(c.committed_seq) for c in seq_only]) + "}",
+            ),
+        )
     if not changed:
         return
     conn.execute(

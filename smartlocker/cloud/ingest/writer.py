@@ -37,9 +37,17 @@ from smartlocker.protocol import Status, Telemetry
 
 from . import presence
 from .deadletter import Reason, write_dead_letters
-from .intake import Inbound, Sorted, TopicCache, dead_letter_for, sort_batch
+from .intake import (
+    EventModels,
+    EventRow,
+    Inbound,
+    Sorted,
+    TopicCache,
+    dead_letter_for,
+    sort_batch,
+)
 from .metrics import IngestMetrics
-from .receipts import Cursor, EventKey, advance, lock_cursors, store_cursors
+from .receipts import Cursor, EventKey, advance, advance_run, lock_cursors, store_cursors
 from .seam import Deliver, Rules, known_cabinets
 
 __all__ = ["Outcome", "Writer", "WriterSettings"]
@@ -296,7 +304,7 @@ class Writer:
             )
             return False
 
-        s.events = [(m, i) for m, i in s.events if keep(m, i)]
+        s.events = [r for r in s.events if keep(r, r.item)]
         s.telemetry = [m for m in s.telemetry if keep(m)]
         s.statuses = [m for m in s.statuses if keep(m)]
         s.acks = [m for m in s.acks if keep(m)]
@@ -312,35 +320,58 @@ class Writer:
     ) -> None:
         if not s.events:
             return
-        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]] = {}
-        for message, item in s.events:
-            unique.setdefault((message.cabinet, message.seq, message.ts), (message, item))
-        before = lock_cursors(conn, {k[0] for k in unique}, self._cursors_exist)
+        unique: dict[tuple[str, int, datetime], EventRow] = {}
+        per_cabinet: dict[str, list[EventRow]] = {}
+        for row in s.events:
+            key = (row.cabinet, row.seq, row.ts)
+            if key in unique:
+                continue
+            unique[key] = row
+            rows = per_cabinet.get(row.cabinet)
+            if rows is None:
+                per_cabinet[row.cabinet] = [row]
+            else:
+                rows.append(row)
+        before = lock_cursors(conn, per_cabinet, self._cursors_exist)
         # Every committed event went through its cursor, so an event above the
         # committed seq and not among those waiting above a gap is new: only the
         # others are looked up. The unique key still decides (see _insert_events).
-        maybe_old = [
-            k for k in unique if k[1] <= (c := before[k[0]]).committed_seq or k[1] in c.ahead
-        ]
+        seqs: dict[str, list[int]] = {}
+        maybe_old: list[tuple[str, int, datetime]] = []
+        for name, rows in per_cabinet.items():
+            c = before[name]
+            got = seqs[name] = [r.seq for r in rows]
+            if c.ahead or min(got) <= c.committed_seq:
+                q, ahead = c.committed_seq, c.ahead
+                maybe_old.extend(r.key for r in rows if r.seq <= q or r.seq in ahead)
         old = self._existing(conn, maybe_old) if maybe_old else set()
-        fresh = [k for k in unique if k not in old] if old else list(unique)
-        inserted = self._insert_events(conn, s, unique, fresh)
-        outcome.new_events = len(inserted)
-        outcome.duplicates = len(s.events) - len(inserted)
-        per_cabinet: dict[str, list[EventKey]] = {}
-        for key, (m, _) in unique.items():
-            keys = per_cabinet.get(key[0])
-            if keys is None:
-                keys = per_cabinet[key[0]] = []
-            keys.append(EventKey(key[1], key[2], key in inserted, m.type == "boot"))
-        after: dict[str, Cursor] = {
-            name: advance(before[name], keys, now) for name, keys in per_cabinet.items()
-        }
+        fresh = [r for k, r in unique.items() if k not in old] if old else list(unique.values())
+        inserted = self._insert_events(conn, fresh)
+        new_count = len(fresh) if inserted is None else len(inserted)
+        outcome.new_events = new_count
+        outcome.duplicates = len(s.events) - new_count
+
+        def is_new(key: tuple[str, int, datetime]) -> bool:
+            return key not in old if inserted is None else key in inserted
+
+        after: dict[str, Cursor] = {}
+        for name, rows in per_cabinet.items():
+            c = before[name]
+            boot = False
+            for r in rows:
+                if r.type == "boot":
+                    boot = True
+                    break
+            moved = advance_run(c, seqs[name], boot)
+            if moved is None:
+                keys = [EventKey(r.seq, r.ts, is_new(r.key), r.type == "boot") for r in rows]
+                moved = advance(c, keys, now)
+            after[name] = moved
         store_cursors(conn, before, after, now)
         outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
-        if inserted:
-            new = [unique[k][0] for k in sorted(inserted)]  # (cabinet, seq, ts) order
-            effects.append(self.rules.on_events(conn, new, now))
+        if new_count:
+            new = fresh if inserted is None else [r for r in fresh if r.key in inserted]
+            effects.append(self.rules.on_events(conn, EventModels(new), now))
 
     @staticmethod
     def _existing(
@@ -355,16 +386,14 @@ class Writer:
         return {(r[0], r[1], r[2]) for r in rows}
 
     def _insert_events(
-        self,
-        conn: psycopg.Connection[Any],
-        s: Sorted,
-        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]],
-        fresh: list[tuple[str, int, datetime]],
-    ) -> set[tuple[str, int, datetime]]:
-        """COPY the new events straight into ``events``; returns their keys.
+        self, conn: psycopg.Connection[Any], fresh: list[EventRow]
+    ) -> set[tuple[str, int, datetime]] | None:
+        """COPY the new events straight into ``events``.
 
-        If another worker committed one of them meanwhile (the unique key says so),
-        fall back to staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+        Returns ``None`` when all of ``fresh`` went in (the usual case: no set of
+        keys to build), else the keys of those that did. If another worker
+        committed one of them meanwhile (the unique key says so), fall back to
+        staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
         """
         if not fresh:
             return set()
@@ -372,21 +401,22 @@ class Writer:
             with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
                 copy.set_types(_COPY_TYPES)
                 write = copy.write_row
-                for key in fresh:
-                    m, item = unique[key]
+                for r in fresh:
+                    item = r.item
+                    # body: jsonb's binary form is a version byte, then the text.
                     write(
                         (
-                            key[0],
-                            key[1],
-                            key[2],
-                            m.id,
-                            m.type,
-                            getattr(m, "compartment", None),
-                            b"\x01" + item.payload,  # jsonb binary: version 1, then text
+                            r.cabinet,
+                            r.seq,
+                            r.ts,
+                            r.id,
+                            r.type,
+                            r.compartment,
+                            b"\x01" + item.payload,
                             item.received_at,
                         )
                     )
-            return set(fresh)
+            return None
         except psycopg.errors.UniqueViolation:
             logger.info(
                 "concurrent duplicate in a batch of %d; inserting with ON CONFLICT", len(fresh)
@@ -395,16 +425,16 @@ class Writer:
             conn.execute(_STAGE)
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
-                for key in fresh:
-                    m, item = unique[key]
+                for r in fresh:
+                    item = r.item
                     copy.write_row(
                         (
-                            key[0],
-                            key[1],
-                            key[2],
-                            m.id,
-                            m.type,
-                            getattr(m, "compartment", None),
+                            r.cabinet,
+                            r.seq,
+                            r.ts,
+                            r.id,
+                            r.type,
+                            r.compartment,
                             b"\x01" + item.payload,
                             item.received_at,
                         )
@@ -449,9 +479,10 @@ class Writer:
             for m in group:
                 if m.cabinet not in seen or m.ts > seen[m.cabinet]:
                     seen[m.cabinet] = m.ts
-        for m, _ in s.events:
-            if m.cabinet not in seen or m.ts > seen[m.cabinet]:
-                seen[m.cabinet] = m.ts
+        for r in s.events:
+            t = seen.get(r.cabinet)
+            if t is None or r.ts > t:
+                seen[r.cabinet] = r.ts
         for st in s.statuses:
             if st.online and (st.cabinet not in seen or st.ts > seen[st.cabinet]):
                 seen[st.cabinet] = st.ts
@@ -528,5 +559,5 @@ class Writer:
         if s.events:
             # publish → commit, from the event's own ts (sampled: 1 in 8).
             now = outcome.committed_at
-            for message, _ in s.events[::8]:
-                m.publish_to_commit.observe(max(0.0, now - message.ts.timestamp()))
+            for row in s.events[::8]:
+                m.publish_to_commit.observe(max(0.0, now - row.ts.timestamp()))
