@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 import gmqtt
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS
+from gmqtt.mqtt.package import Package
 
 from smartlocker.protocol import Channel, TopicScheme
 
@@ -242,6 +245,25 @@ class IngestWorker:
         self._handler = handler
         return client
 
+    def _take_reads(self) -> None:
+        """Parse what the current connection reads with :meth:`_read_packets`.
+
+        gmqtt's reader makes a ``Package`` per packet, stamps the time and calls
+        the handler for each; at tens of thousands of PUBLISH packets a second
+        that is a good part of the worker's CPU. Replaced per connection (the
+        protocol object is new on every connect); if gmqtt's layout is not the
+        one expected, its own reader stays and :meth:`_on_packet` still applies.
+        """
+        conn = self._handler.current_connection
+        protocol = getattr(conn, "_protocol", None)
+        original = getattr(protocol, "_read_packet", None)
+        if protocol is None or original is None or not hasattr(conn, "_last_data_in"):
+            logger.warning("gmqtt %s: its own packet reader stays in use", gmqtt.__version__)
+            return
+        if isinstance(original, functools.partial):
+            return  # ours already
+        protocol._read_packet = functools.partial(self._read_packets, conn)
+
     # -- gmqtt callbacks (event loop) -------------------------------------------
 
     def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
@@ -266,6 +288,7 @@ class IngestWorker:
                 for ch in _UPLINK
             ]
         )
+        self._take_reads()
         self.metrics.connected.set(1)
         self.connected.set()
 
@@ -279,6 +302,77 @@ class IngestWorker:
     ) -> int:
         self._batcher.add(Inbound(topic, payload, _UNSTAMPED))
         return 0
+
+    def _read_packets(self, conn: Any, data: bytes) -> int:
+        """gmqtt's ``MQTTProtocol._read_packet`` for ``conn``: how much of ``data`` was used.
+
+        Complete packets only (the rest waits for more data); QoS 0/1 PUBLISH
+        packets of the simple kind (see :meth:`_on_packet`) go straight into the
+        batch, everything else to gmqtt as it would have. -1: a malformed length.
+        """
+        if self._handler.current_connection is not conn:
+            return len(data)  # a superseded connection: gmqtt would drop it all too
+        simple = self._handler._connection_state.protocol_version >= 5
+        token_of = conn
+        items: list[Inbound] = []
+        add = items.append
+        pos, n = 0, len(data)
+        acked = 0
+        while pos + 2 <= n:
+            cmd = data[pos]
+            i, length, mult = pos + 1, 0, 1
+            while True:
+                if i >= n:
+                    self._take(items, acked)
+                    return pos
+                byte = data[i]
+                i += 1
+                length += (byte & 0x7F) * mult
+                if not byte & 0x80:
+                    break
+                mult *= 128
+                if mult > 2097152:
+                    self._take(items, acked)
+                    return -1
+            end = i + length
+            if end > n:
+                break
+            kind = cmd & 0xF6  # PUBLISH with its QoS, whatever DUP and RETAIN say
+            tlen = (data[i] << 8) | data[i + 1] if length >= 2 else 0
+            p = i + 2 + tlen + (2 if kind == 0x32 else 0)
+            if simple and tlen and (kind == 0x32 or kind == 0x30) and p <= end:
+                p = i + 2 + tlen
+                try:
+                    topic = data[i + 2 : p].decode("utf-8")
+                except UnicodeDecodeError:
+                    conn.put_package(Package(cmd, data[i:end]))
+                    pos = end
+                    continue
+                token = None
+                if kind == 0x32:
+                    token = (token_of, (data[p] << 8) | data[p + 1])
+                    p += 2
+                    acked += 1
+                plen, mult = 0, 1
+                while p < end:
+                    byte = data[p]
+                    p += 1
+                    plen += (byte & 0x7F) * mult
+                    mult *= 128
+                    if not byte & 0x80:
+                        break
+                add(Inbound(topic, data[p + plen : end], _UNSTAMPED, token))
+            else:
+                conn.put_package(Package(cmd, data[i:end]))
+            pos = end
+        conn._last_data_in = time.monotonic()
+        self._take(items, acked)
+        return pos
+
+    def _take(self, items: list[Inbound], acked: int) -> None:
+        if items:
+            self._unacked += acked
+            self._batcher.extend(items)
 
     def _on_packet(self, cmd: int, packet: bytes) -> None:
         """gmqtt's packet dispatch, with a lean path for QoS 0/1 PUBLISH.

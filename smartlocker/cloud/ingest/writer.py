@@ -92,6 +92,48 @@ class Outcome:
     committed_at: float = 0.0
 
 
+def _distinct(
+    events: list[EventRow],
+) -> tuple[list[EventRow], dict[str, list[EventRow]]]:
+    """The batch's events without repeats of one key, also grouped by cabinet.
+
+    Keyed by ``(cabinet, seq)`` first: hashing an aware datetime is slow, and a
+    seq seen twice with two different ``ts`` (a re-imaged cabinet) is rare; then
+    the whole batch is done again by the full key ``(cabinet, seq, ts)``.
+    """
+    seen: dict[tuple[str, int], EventRow] = {}
+    unique: list[EventRow] = []
+    per_cabinet: dict[str, list[EventRow]] = {}
+    for row in events:
+        key = (row.cabinet, row.seq)
+        other = seen.get(key)
+        if other is not None:
+            if other.ts == row.ts:
+                continue
+            return _distinct_by_full_key(events)
+        seen[key] = row
+        unique.append(row)
+        rows = per_cabinet.get(row.cabinet)
+        if rows is None:
+            per_cabinet[row.cabinet] = [row]
+        else:
+            rows.append(row)
+    return unique, per_cabinet
+
+
+def _distinct_by_full_key(
+    events: list[EventRow],
+) -> tuple[list[EventRow], dict[str, list[EventRow]]]:
+    seen: dict[tuple[str, int, datetime], EventRow] = {}
+    per_cabinet: dict[str, list[EventRow]] = {}
+    for row in events:
+        key = row.key
+        if key not in seen:
+            seen[key] = row
+            per_cabinet.setdefault(row.cabinet, []).append(row)
+    return list(seen.values()), per_cabinet
+
+
 class Writer:
     """Owns the database connection; batches come in through :meth:`submit`."""
 
@@ -320,18 +362,7 @@ class Writer:
     ) -> None:
         if not s.events:
             return
-        unique: dict[tuple[str, int, datetime], EventRow] = {}
-        per_cabinet: dict[str, list[EventRow]] = {}
-        for row in s.events:
-            key = (row.cabinet, row.seq, row.ts)
-            if key in unique:
-                continue
-            unique[key] = row
-            rows = per_cabinet.get(row.cabinet)
-            if rows is None:
-                per_cabinet[row.cabinet] = [row]
-            else:
-                rows.append(row)
+        unique, per_cabinet = _distinct(s.events)
         before = lock_cursors(conn, per_cabinet, self._cursors_exist)
         # Every committed event went through its cursor, so an event above the
         # committed seq and not among those waiting above a gap is new: only the
@@ -345,7 +376,7 @@ class Writer:
                 q, ahead = c.committed_seq, c.ahead
                 maybe_old.extend(r.key for r in rows if r.seq <= q or r.seq in ahead)
         old = self._existing(conn, maybe_old) if maybe_old else set()
-        fresh = [r for k, r in unique.items() if k not in old] if old else list(unique.values())
+        fresh = [r for r in unique if r.key not in old] if old else unique
         inserted = self._insert_events(conn, fresh)
         new_count = len(fresh) if inserted is None else len(inserted)
         outcome.new_events = new_count
