@@ -155,7 +155,7 @@ class Writer:
         self.deliver = deliver
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
-        self._queue: queue.Queue[list[Inbound] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[Inbound], Sorted | None] | None] = queue.Queue()
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
@@ -173,7 +173,17 @@ class Writer:
         self._thread.start()
 
     def submit(self, batch: list[Inbound]) -> None:
-        self._queue.put(batch)
+        """Queue a batch, decoded here, in the caller's thread (the event loop).
+
+        Decoding is pure Python with no database: done while the writer thread
+        waits for PostgreSQL on the previous batch, it costs the writer nothing.
+        """
+        try:
+            sorted_: Sorted | None = sort_batch(batch, self.topics)
+        except Exception:  # the writer decodes it again, and copes
+            logger.exception("decoding a batch of %d failed", len(batch))
+            sorted_ = None
+        self._queue.put((batch, sorted_))
 
     @property
     def backlog(self) -> int:
@@ -193,13 +203,14 @@ class Writer:
             while True:
                 timeout = max(0.05, self._next_sweep - time.monotonic())
                 try:
-                    batch = self._queue.get(timeout=timeout)
+                    queued = self._queue.get(timeout=timeout)
                 except queue.Empty:
-                    batch = []
-                if batch is None:
+                    queued = ([], None)
+                if queued is None:
                     return
+                batch, sorted_ = queued
                 if batch:
-                    outcome = self._commit_with_retry(batch)
+                    outcome = self._commit_with_retry(batch, sorted_)
                     if outcome is None:
                         return
                     self.on_committed(outcome)
@@ -223,11 +234,13 @@ class Writer:
             finally:
                 self._conn = None
 
-    def _commit_with_retry(self, batch: list[Inbound]) -> Outcome | None:
+    def _commit_with_retry(self, batch: list[Inbound], sorted_: Sorted | None) -> Outcome | None:
         delay = self.settings.retry_delay
         while not self._stop.is_set():
             try:
-                return self._commit(batch)
+                # A retry decodes again: the failed attempt may have changed sorted_.
+                first, sorted_ = sorted_, None
+                return self._commit(batch, first)
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
                 self._touched.clear()  # what the rolled-back batch "wrote" was not
@@ -268,11 +281,12 @@ class Writer:
 
     # -- one batch ---------------------------------------------------------------------
 
-    def _commit(self, batch: Sequence[Inbound]) -> Outcome:
+    def _commit(self, batch: Sequence[Inbound], sorted_: Sorted | None = None) -> Outcome:
         started = time.perf_counter()
         conn = self._connection()
         now = self.clock()
-        sorted_ = sort_batch(batch, self.topics)
+        if sorted_ is None:
+            sorted_ = sort_batch(batch, self.topics)
         outcome = Outcome(items=batch)
         effects: list[Any] = []
         with conn.transaction():
