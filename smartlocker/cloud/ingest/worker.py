@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -243,26 +242,46 @@ class IngestWorker:
 
         handler._handle_puback_packet = on_puback
         self._handler = handler
+        create_connection = client._create_connection
+
+        async def create_and_take_reads(*args: Any, **kwargs: Any) -> Any:
+            conn = await create_connection(*args, **kwargs)
+            self._take_reads(conn)
+            return conn
+
+        client._create_connection = create_and_take_reads
         return client
 
-    def _take_reads(self) -> None:
-        """Parse what the current connection reads with :meth:`_read_packets`.
+    def _take_reads(self, conn: Any) -> None:
+        """Parse what ``conn`` receives in :meth:`_read_packets`, straight from the socket.
 
-        gmqtt's reader makes a ``Package`` per packet, stamps the time and calls
-        the handler for each; at tens of thousands of PUBLISH packets a second
-        that is a good part of the worker's CPU. Replaced per connection (the
-        protocol object is new on every connect); if gmqtt's layout is not the
-        one expected, its own reader stays and :meth:`_on_packet` still applies.
+        gmqtt feeds every read through an ``asyncio.StreamReader`` into a reader
+        task, makes a ``Package`` per packet, stamps the time and calls the handler
+        for each: at tens of thousands of PUBLISH packets a second that machinery
+        costs more than the messages' own work. Done as soon as the connection
+        exists, before CONNECT is sent, so no byte took gmqtt's way (its reader
+        task then only waits for the end of the connection). If gmqtt's layout is
+        not the one expected, its reader stays and :meth:`_on_packet` still applies.
         """
-        conn = self._handler.current_connection
         protocol = getattr(conn, "_protocol", None)
-        original = getattr(protocol, "_read_packet", None)
-        if protocol is None or original is None or not hasattr(conn, "_last_data_in"):
+        transport = getattr(conn, "_transport", None)
+        if protocol is None or transport is None or not hasattr(conn, "_last_data_in"):
             logger.warning("gmqtt %s: its own packet reader stays in use", gmqtt.__version__)
             return
-        if isinstance(original, functools.partial):
-            return  # ours already
-        protocol._read_packet = functools.partial(self._read_packets, conn)
+        rest = b""
+
+        def data_received(data: bytes) -> None:
+            nonlocal rest
+            buf = rest + data if rest else data
+            used = self._read_packets(conn, buf)
+            if used < 0:
+                logger.warning("malformed packet from the broker; closing the connection")
+                rest = b""
+                transport.close()
+                return
+            rest = buf[used:] if used < len(buf) else b""
+
+        protocol.data_received = data_received
 
     # -- gmqtt callbacks (event loop) -------------------------------------------
 
@@ -288,7 +307,6 @@ class IngestWorker:
                 for ch in _UPLINK
             ]
         )
-        self._take_reads()
         self.metrics.connected.set(1)
         self.connected.set()
 
@@ -304,7 +322,7 @@ class IngestWorker:
         return 0
 
     def _read_packets(self, conn: Any, data: bytes) -> int:
-        """gmqtt's ``MQTTProtocol._read_packet`` for ``conn``: how much of ``data`` was used.
+        """The packets of ``data`` read on ``conn``: how much of ``data`` was used.
 
         Complete packets only (the rest waits for more data); QoS 0/1 PUBLISH
         packets of the simple kind (see :meth:`_on_packet`) go straight into the
