@@ -103,6 +103,9 @@ def test_the_shortcut_takes_the_usual_batch() -> None:
     moved = advance_run(c, [7, 5, 6], False)
     assert moved is not None
     assert moved.committed_seq == 7
-    assert advance_run(c, [5, 7], False) is None  # a gap
+    gap = advance_run(c, [5, 7], False)
+    assert gap is not None
+    assert (gap.committed_seq, gap.ahead) == (5, {7})
+    assert advance_run(c, [4, 5], False) is None  # 4 is committed already
     assert advance_run(c, [5, 6], True) is None  # a boot
-    assert advance_run(c, [5, 5, 6], False) is None  # one seq twice (two epochs)
+    assert advance_run(Cursor("c", 4, epoch_ts=T0), [5], False) is None  # an epoch

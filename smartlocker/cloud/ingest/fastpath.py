@@ -22,47 +22,53 @@ from typing import Final
 
 __all__ = ["EventColumns", "parse_event"]
 
-_MESSAGE_ID = rb"[A-Za-z0-9_-]{1,64}"
-_CABINET_ID = rb"[a-z0-9][a-z0-9-]{0,62}"
-_COMPARTMENT_ID = rb"[A-Za-z0-9][A-Za-z0-9-]{0,31}"
-_TS = rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
-# A non-negative JSON number without exponent, few enough digits to stay exact-ish
-# and finite; float() rounds it the way the JSON parser does (correctly).
-_SECONDS = rb"(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,17})?"
+_MESSAGE_ID = r"[A-Za-z0-9_-]{1,64}"
+_CABINET_ID = r"[a-z0-9][a-z0-9-]{0,62}"
+_COMPARTMENT_ID = r"[A-Za-z0-9][A-Za-z0-9-]{0,31}"
+_TS = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+# A non-negative JSON number without exponent; float() rounds it the way the JSON
+# parser does (correctly). Not kept: the payload itself is stored.
+_SECONDS = r"(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,17})?"
 
+#: Over the payload decoded as ASCII (anything else is not this encoding).
 _EVENT: Final = re.compile(
-    rb'\{"v":1,"id":"('
+    r'\{"v":1,"id":"('
     + _MESSAGE_ID
-    + rb')","ts":"('
+    + r')","ts":"('
     + _TS
-    + rb')","cabinet":"('
+    + r')","cabinet":"('
     + _CABINET_ID
-    + rb')","seq":([1-9][0-9]{0,17}),"type":"(?:'
-    + rb'(door_opened)","compartment":"('
+    + r')","seq":([1-9][0-9]{0,17}),"type":"(?:'
+    + r'(door_opened)","compartment":"('
     + _COMPARTMENT_ID
-    + rb')","granted":(?:true|false)'
-    + rb'|(door_closed)","compartment":"('
+    + r')","granted":(?:true|false)'
+    + r'|(door_closed)","compartment":"('
     + _COMPARTMENT_ID
-    + rb')","open_seconds":(?:null|'
+    + r')","open_seconds":(?:null|'
     + _SECONDS
-    + rb"))\}"
+    + r"))\}"
 )
-
 
 #: The columns of one event row: cabinet, seq, ts, id, type, compartment (``body``
 #: is the payload itself). A plain tuple: cheaper to build than a named one.
 EventColumns = tuple[str, int, datetime, str, str, str | None]
 
+_fromisoformat = datetime.fromisoformat
+
 
 def parse_event(payload: bytes) -> EventColumns | None:
     """The columns of a hot event in the agent's encoding, or ``None`` (use ``decode``)."""
-    m = _EVENT.fullmatch(payload)
+    try:
+        m = _EVENT.fullmatch(payload.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
     if m is None:
         return None
+    message_id, stamp, cabinet, seq, opened, opened_in, _, closed_in = m.groups()
     try:
-        ts = datetime.fromisoformat(m[2].decode())
+        ts = _fromisoformat(stamp)
     except ValueError:  # not a calendar date or time (Feb 30, 25:00, second 60)
         return None
-    if m[5] is not None:
-        return (m[3].decode(), int(m[4]), ts, m[1].decode(), "door_opened", m[6].decode())
-    return (m[3].decode(), int(m[4]), ts, m[1].decode(), "door_closed", m[8].decode())
+    if opened is not None:
+        return (cabinet, int(seq), ts, message_id, "door_opened", opened_in)
+    return (cabinet, int(seq), ts, message_id, "door_closed", closed_in)

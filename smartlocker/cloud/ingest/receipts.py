@@ -126,21 +126,29 @@ def advance(cursor: Cursor, events: Iterable[EventKey], now: datetime) -> Cursor
 def advance_run(cursor: Cursor, seqs: list[int], boot: bool) -> Cursor | None:
     """:func:`advance` for the usual batch, without building its :class:`EventKey` list.
 
-    The usual batch of a cabinet is one run of distinct seqs right after the
-    committed one, with no boot among them, for a cursor with nothing waiting
-    above a gap and no seq epoch: then the cursor simply moves to the run's end,
-    whether or not the events were new. ``None`` means "not that case, call
-    :func:`advance`" (``tests/ingest/test_cursor.py`` checks they agree).
+    The usual batch of a cabinet has only seqs above the committed one and no
+    boot, for a cursor with no seq epoch: then whether each event was new does
+    not matter, and the cursor moves over the seqs (with those waiting above a
+    gap) as far as they run. ``None`` means "not that case, call :func:`advance`"
+    (``tests/ingest/test_cursor.py`` checks they agree).
     """
-    if boot or cursor.ahead or cursor.epoch_ts is not None or not seqs:
+    if boot or cursor.epoch_ts is not None or not seqs:
+        return None
+    q = cursor.committed_seq
+    lo = min(seqs)
+    if lo <= q:
         return None
     n = len(seqs)
-    lo = min(seqs)
-    if lo != cursor.committed_seq + 1 or max(seqs) - lo + 1 != n:
-        return None
-    if n > 1 and len(set(seqs)) != n:
-        return None
-    return Cursor(cursor.cabinet, lo + n - 1, set(), None, cursor.held_since)
+    if not cursor.ahead and lo == q + 1 and max(seqs) == q + n and len(set(seqs)) == n:
+        return Cursor(cursor.cabinet, q + n, set(), None, cursor.held_since)  # one run
+    ahead = set(cursor.ahead)
+    ahead.update(seqs)
+    while q + 1 in ahead:
+        q += 1
+        ahead.discard(q)
+    if len(ahead) > AHEAD_LIMIT:
+        return None  # advance() trims it, and says so
+    return Cursor(cursor.cabinet, q, ahead, None, cursor.held_since)
 
 
 def lock_cursors(
@@ -164,11 +172,17 @@ def lock_cursors(
     rows = conn.execute(
         "SELECT cabinet, committed_seq, ahead, epoch_ts, held_since FROM ingest_cursors"
         " WHERE cabinet = ANY(%s::text[]) ORDER BY cabinet FOR NO KEY UPDATE",
-        (names,),
+        (_text_array(names),),
     ).fetchall()
     if exist is not None:
         exist.update(missing)
     return {r[0]: Cursor(r[0], r[1], set(r[2]), r[3], r[4]) for r in rows}
+
+
+def _text_array(names: list[str]) -> str:
+    """A ``text[]`` literal of cabinet ids (they hold no quote or backslash), cheaper
+    to send than a list psycopg adapts element by element."""
+    return '{"' + '","'.join(names) + '"}' if names else "{}"
 
 
 def store_cursors(
@@ -200,7 +214,7 @@ def store_cursors(
             " FROM unnest(%s::text[], %s::bigint[]) AS u(cabinet, q) WHERE c.cabinet = u.cabinet",
             (
                 now,
-                '{"' + '","'.join([c.cabinet for c in seq_only]) + '"}',
+                _text_array([c.cabinet for c in seq_only]),
                 "{" + ",".join([str(c.committed_seq) for c in seq_only]) + "}",
             ),
         )
