@@ -36,6 +36,7 @@ import psycopg
 from smartlocker.protocol import Status, Telemetry
 
 from . import presence
+from .cursors import CursorStore, lock_cursors, new_version
 from .deadletter import Reason, write_dead_letters
 from .intake import (
     EventModels,
@@ -47,7 +48,7 @@ from .intake import (
     sort_batch,
 )
 from .metrics import IngestMetrics
-from .receipts import Cursor, EventKey, advance, advance_run, lock_cursors, store_cursors
+from .receipts import Cursor, EventKey, advance, advance_run
 from .seam import Deliver, Rules, known_cabinets
 
 __all__ = ["Outcome", "Writer", "WriterSettings"]
@@ -164,8 +165,10 @@ class Writer:
         self._touched: dict[str, datetime] = {}
         self._known: set[str] = set()
         self._known_since = 0.0
-        #: Cabinets whose cursor row exists (committed; cleared when a batch fails).
-        self._cursors_exist: set[str] = set()
+        #: Receipt cursors as this writer committed them (forgotten when a batch fails).
+        self._cursors = CursorStore()
+        #: The cursors a batch writes, remembered once it commits.
+        self._written: tuple[dict[str, Cursor], int] | None = None
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -244,12 +247,12 @@ class Writer:
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
                 self._touched.clear()  # what the rolled-back batch "wrote" was not
-                self._cursors_exist.clear()
+                self._cursors.forget()
                 logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._drop_connection()
             except Exception:
                 self._touched.clear()
-                self._cursors_exist.clear()
+                self._cursors.forget()
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -289,6 +292,7 @@ class Writer:
             sorted_ = sort_batch(batch, self.topics)
         outcome = Outcome(items=batch)
         effects: list[Any] = []
+        self._written = None
         with conn.transaction():
             self._refuse_unknown(conn, sorted_)
             self._write_events(conn, sorted_, now, outcome, effects)
@@ -299,6 +303,9 @@ class Writer:
             for rep in sorted_.reported:
                 effects.append(self.rules.on_reported(conn, rep, now))
             write_dead_letters(conn, sorted_.dead)
+        if self._written is not None:
+            self._cursors.committed(*self._written)
+            self._written = None
         outcome.dead = len(sorted_.dead)
         outcome.committed_at = time.time()
         self._account(sorted_, outcome, time.perf_counter() - started)
@@ -377,7 +384,7 @@ class Writer:
         if not s.events:
             return
         unique, per_cabinet = _distinct(s.events)
-        before = lock_cursors(conn, per_cabinet, self._cursors_exist)
+        before = self._cursors.load(conn, per_cabinet)
         # Every committed event went through its cursor, so an event above the
         # committed seq and not among those waiting above a gap is new: only the
         # others are looked up. The unique key still decides (see _insert_events).
@@ -412,7 +419,26 @@ class Writer:
                 keys = [EventKey(r.seq, r.ts, is_new(r.key), r.type == "boot") for r in rows]
                 moved = advance(c, keys, now)
             after[name] = moved
-        store_cursors(conn, before, after, now)
+        version = new_version()
+        stale = self._cursors.store(conn, before, after, now, version)
+        if stale:
+            # Another worker moved these cursors since we read them: again from the rows.
+            locked = lock_cursors(conn, stale)
+            again = {
+                name: advance(
+                    locked[name],
+                    [
+                        EventKey(r.seq, r.ts, is_new(r.key), r.type == "boot")
+                        for r in per_cabinet[name]
+                    ],
+                    now,
+                )
+                for name in stale
+            }
+            if self._cursors.store(conn, locked, again, now, version):
+                raise RuntimeError(f"locked cursors changed under us: {stale}")
+            after.update(again)
+        self._written = (after, version)
         outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
         if new_count:
             new = fresh if inserted is None else [r for r in fresh if r.key in inserted]
