@@ -79,6 +79,10 @@ class WriterSettings:
     sweep_interval: float = 2.0
     retry_delay: float = 0.5
     max_retry_delay: float = 5.0
+    #: Writers (threads, each with its own connection) sharing the cabinets (.shards).
+    writers: int = 2
+    #: Whether this writer sweeps presence and runs the rules' ticks (one of them does).
+    sweeps: bool = True
 
 
 @dataclass(slots=True)
@@ -148,6 +152,7 @@ class Writer:
         deliver: Deliver | None = None,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        name: str = "ingest-writer",
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -159,7 +164,7 @@ class Writer:
         self._queue: queue.Queue[tuple[list[Inbound], Sorted | None] | None] = queue.Queue()
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._next_sweep = 0.0
         #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
         self._touched: dict[str, datetime] = {}
@@ -219,7 +224,8 @@ class Writer:
                     self.on_committed(outcome)
                 if time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + self.settings.sweep_interval
-                    self._guarded(self._sweep)
+                    if self.settings.sweeps:
+                        self._guarded(self._sweep)
         finally:
             if self._conn is not None:
                 self._conn.close()
