@@ -47,10 +47,11 @@ async def serve(
         if "d" in holder:
             holder["d"](conn, effects)
 
-    def make_writer(callback: Callable[[Outcome], None]) -> Sink:
-        count = max(1, writer_settings.writers)
-        name = shard_names(count)
-        writers = [
+    count = max(1, writer_settings.writers)
+    name = shard_names(count)
+
+    def make_writers(callback: Callable[[Outcome], None]) -> list[Writer]:
+        return [
             Writer(
                 replace(writer_settings, sweeps=i == 0),
                 rules,
@@ -62,9 +63,11 @@ async def serve(
             )
             for i in range(count)
         ]
+
+    def make_writer(callback: Callable[[Outcome], None]) -> Sink:
         if count == 1:
-            return writers[0]
-        return ShardedSink(writers, TopicCache(TopicScheme(settings.prefix)))
+            return make_writers(callback)[0]
+        return ShardedSink(make_writers, TopicCache(TopicScheme(settings.prefix)), callback)
 
     worker = IngestWorker(settings, make_writer, metrics=metrics)
     if deliver_factory is not None:
