@@ -68,8 +68,8 @@ class RelaySink:
     def submit(self, batch: list[Inbound]) -> None:
         s = sort_batch(batch, self._topics)
         per: dict[str, list[EventKey]] = {}
-        for m, _ in s.events:
-            per.setdefault(m.cabinet, []).append(EventKey(m.seq, m.ts, True, m.type == "boot"))
+        for r in s.events:
+            per.setdefault(r.cabinet, []).append(EventKey(r.seq, r.ts, True, r.type == "boot"))
         receipts = {c: self._receipts.add(c, keys) for c, keys in per.items()}
         self._callback(Outcome(items=batch, receipts=receipts, new_events=len(s.events)))
 

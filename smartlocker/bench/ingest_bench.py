@@ -70,6 +70,8 @@ class PhaseResult:
     rows_in_window: int | None = None
     cpu_us_per_event: float = 0.0
     broker_cpu_share: float = 0.0
+    #: PostgreSQL (postmaster and all its processes) in cores over the window.
+    db_cpu_share: float = 0.0
     loadgen_cpu_share: float = 0.0
     machine_busy_share: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -79,6 +81,24 @@ class PhaseResult:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _cluster_cpu_seconds(datadir: Path) -> float:
+    """CPU seconds of a PostgreSQL cluster's postmaster and its live children."""
+    try:
+        postmaster = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        if pid == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -207,7 +227,14 @@ def _consumer(variant: str, broker: BenchBroker, url: str, rules: str, log: Path
 
 
 def _phase(
-    name: str, variant: str, cfg: BenchConfig, url: str, work: Path, *, rate: float | None = None
+    name: str,
+    variant: str,
+    cfg: BenchConfig,
+    url: str,
+    work: Path,
+    datadir: Path,
+    *,
+    rate: float | None = None,
 ) -> PhaseResult:
     result = PhaseResult(name)
     _reset(url)
@@ -241,11 +268,13 @@ def _phase(
         time.sleep(cfg.warmup)
         assert broker.pid is not None
         c0, b0 = _cpu_seconds(consumer.pid), _cpu_seconds(broker.pid)
+        d0 = _cluster_cpu_seconds(datadir)
         m0 = _machine_busy()
         rows0 = _rows(url) if variant != "relay" else None
         window_start = time.time()
         gen.wait()
         c1, b1 = _cpu_seconds(consumer.pid), _cpu_seconds(broker.pid)
+        d1 = _cluster_cpu_seconds(datadir)
         m1 = _machine_busy()
         rows1 = _rows(url) if variant != "relay" else None
         elapsed = time.time() - window_start
@@ -264,6 +293,7 @@ def _phase(
             result.events_per_s = round(done / elapsed, 1)
         result.cpu_us_per_event = round((c1 - c0) / max(done, 1) * 1e6, 2)
         result.broker_cpu_share = round((b1 - b0) / elapsed, 3)
+        result.db_cpu_share = round((d1 - d0) / elapsed, 3)
         result.loadgen_cpu_share = round(data["cpu_measured"] / elapsed, 3)
         busy = (m1[0] - m0[0]) / max(m1[1] - m0[1], 1.0)
         result.machine_busy_share = round(busy, 3)
@@ -310,9 +340,11 @@ def run_bench(cfg: BenchConfig, out: Path | None = None) -> dict[str, Any]:
         url = _prepare_database(cluster, cfg.cabinets)
         for phase in cfg.phases:
             if phase == "latency":
-                results[phase] = _phase(phase, "ingest", cfg, url, work, rate=cfg.latency_rate)
+                results[phase] = _phase(
+                    phase, "ingest", cfg, url, work, cluster.datadir, rate=cfg.latency_rate
+                )
             else:
-                results[phase] = _phase(phase, phase, cfg, url, work)
+                results[phase] = _phase(phase, phase, cfg, url, work, cluster.datadir)
     finally:
         cluster.destroy()
     report: dict[str, Any] = {

@@ -73,12 +73,13 @@ def ingest_bench(
     click.echo(f"machine: {report['machine']}")
     click.echo(
         f"{'variant':<9} {'events/s':>10} {'cpu us/ev':>10} {'broker':>7} "
-        f"{'loadgen':>8} {'busy':>6}  publish->receipt ms"
+        f"{'loadgen':>8} {'db':>5} {'busy':>6}  publish->receipt ms"
     )
     for name, r in results.items():
         click.echo(
             f"{name:<9} {r['events_per_s']:>10.0f} {r['cpu_us_per_event']:>10.1f} "
             f"{r['broker_cpu_share']:>7.2f} {r['loadgen_cpu_share']:>8.2f} "
+            f"{r.get('db_cpu_share', 0.0):>5.2f} "
             f"{r['machine_busy_share']:>6.2f}  {json.dumps(r['latency_ms'])}"
         )
     if "latency" in results:

@@ -60,6 +60,13 @@ def cloud() -> None:
     "--batch-delay", default=0.02, show_default=True, help="Seconds a batch waits at most"
 )
 @click.option(
+    "--writers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Database writers (threads, one connection each), each for its share of the cabinets",
+)
+@click.option(
     "--heartbeat-timeout",
     default=90.0,
     show_default=True,
@@ -98,6 +105,7 @@ def ingest_cmd(
     prefix: str,
     batch_max: int,
     batch_delay: float,
+    writers: int,
     heartbeat_timeout: float,
     flap_grace: float,
     clock_skew_limit: float,
@@ -128,6 +136,7 @@ def ingest_cmd(
         raise click.BadParameter(str(exc)) from exc
     writer_settings = WriterSettings(
         database_url,
+        writers=writers,
         policy=PresencePolicy(
             heartbeat_timeout=timedelta(seconds=heartbeat_timeout),
             flap_grace=timedelta(seconds=flap_grace),

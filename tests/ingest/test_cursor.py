@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartlocker.cloud.ingest.receipts import Cursor, EventKey, advance
+from smartlocker.cloud.ingest.receipts import Cursor, EventKey, advance, advance_run
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
@@ -56,3 +56,56 @@ def test_any_order_ends_at_the_highest_contiguous_seq(order: list[int], cut: int
         c = advance(c, keys(*chunk), NOW)
         assert all(s > c.committed_seq for s in c.ahead)
     assert (c.committed_seq, c.ahead) == (29, set())
+
+
+CURSORS = st.builds(
+    Cursor,
+    cabinet=st.just("c"),
+    committed_seq=st.integers(0, 12),
+    ahead=st.sets(st.integers(1, 20), max_size=3),
+    epoch_ts=st.none() | st.just(T0),
+    held_since=st.none() | st.just(T0),
+)
+EVENTS = st.lists(
+    st.tuples(
+        st.integers(1, 20),
+        st.integers(-2, 2).map(lambda d: T0 + timedelta(seconds=d)),
+        st.booleans(),
+        st.booleans(),
+    ).map(lambda t: EventKey(*t)),
+    max_size=8,
+    unique_by=lambda k: (k.seq, k.ts),
+)
+
+
+@given(CURSORS, st.data())
+def test_the_shortcut_for_a_contiguous_run_agrees_with_advance(
+    cursor: Cursor, data: st.DataObject
+) -> None:
+    q = cursor.committed_seq
+    run = st.lists(st.booleans(), min_size=1, max_size=6).map(
+        lambda news: [EventKey(q + 1 + i, T0, n, False) for i, n in enumerate(news)]
+    )
+    events = data.draw(EVENTS | run | st.permutations(keys(q + 1, q + 2, q + 3)))
+    quick = advance_run(cursor, [e.seq for e in events], any(e.boot for e in events))
+    if quick is not None:
+        full = advance(cursor, events, NOW)
+        assert (quick.committed_seq, quick.ahead, quick.epoch_ts, quick.held_since) == (
+            full.committed_seq,
+            full.ahead,
+            full.epoch_ts,
+            full.held_since,
+        )
+
+
+def test_the_shortcut_takes_the_usual_batch() -> None:
+    c = Cursor("c", committed_seq=4)
+    moved = advance_run(c, [7, 5, 6], False)
+    assert moved is not None
+    assert moved.committed_seq == 7
+    gap = advance_run(c, [5, 7], False)
+    assert gap is not None
+    assert (gap.committed_seq, gap.ahead) == (5, {7})
+    assert advance_run(c, [4, 5], False) is None  # 4 is committed already
+    assert advance_run(c, [5, 6], True) is None  # a boot
+    assert advance_run(Cursor("c", 4, epoch_ts=T0), [5], False) is None  # an epoch

@@ -73,3 +73,46 @@ def test_replayed_reordered_deliveries_store_each_event_once(
         cursors = dict(conn.execute("SELECT cabinet, committed_seq FROM ingest_cursors"))
     assert dict(rows) == {c: n for c, n in last.items() if n}
     assert {c: cursors.get(c, 0) for c in CABINETS} == last
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=deliveries(), turns=st.lists(st.booleans(), min_size=10, max_size=10))
+def test_two_writers_sharing_the_stream_keep_receipts_true(
+    db_url: str, case: tuple[dict[str, int], list[list[tuple[str, int]]]], turns: list[bool]
+) -> None:
+    """Each batch to one of two writers, whose remembered cursors go stale in turn."""
+    last, batches = case
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('events')").fetchone() == (None,):
+            provision(db_url, CABINETS)
+        conn.execute("TRUNCATE events, ingest_cursors, ingest_presence, dead_letters")
+    writers = [
+        Writer(WriterSettings(db_url), NoRules(), TopicCache(TopicScheme()), lambda o: None)
+        for _ in range(2)
+    ]
+    now = datetime.now(UTC)
+    try:
+        for i, batch in enumerate(batches):
+            writer = writers[turns[i % len(turns)]]
+            items = [Inbound(topic(c, "events"), event(c, s), now) for c, s in batch]
+            outcome = writer._commit(items)
+            with psycopg.connect(db_url) as check:
+                for cabinet, upto in outcome.receipts.items():
+                    have = check.execute(
+                        "SELECT count(DISTINCT seq) FROM events"
+                        " WHERE cabinet = %s AND seq BETWEEN 1 AND %s",
+                        (cabinet, upto),
+                    ).fetchone()
+                    assert have == (upto,), f"receipt {upto} for {cabinet} covers missing events"
+    finally:
+        for writer in writers:
+            writer._drop_connection()
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT cabinet, count(*) FROM events GROUP BY cabinet").fetchall()
+        cursors = dict(conn.execute("SELECT cabinet, committed_seq FROM ingest_cursors"))
+    assert dict(rows) == {c: n for c, n in last.items() if n}
+    assert {c: cursors.get(c, 0) for c in CABINETS} == last

@@ -1,8 +1,9 @@
 """Cloud ingest: MQTT traffic → rows → rules → receipts (asyncio + gmqtt + psycopg).
 
-:mod:`.worker` (MQTT side), :mod:`.batcher`, :mod:`.writer` (the transaction),
-:mod:`.receipts` (committed seq per cabinet), :mod:`.presence`, :mod:`.deadletter`,
-:mod:`.metrics`; :func:`run_ingest` wires them together.
+:mod:`.worker` (MQTT side), :mod:`.batcher`, :mod:`.intake` and :mod:`.fastpath`
+(decoding), :mod:`.writer` (the transaction) and :mod:`.shards` (several writers),
+:mod:`.receipts` (committed seq per cabinet) and :mod:`.cursors` (where it is kept),
+:mod:`.presence`, :mod:`.deadletter`, :mod:`.metrics`; :func:`run_ingest` wires them.
 """
 
 from .app import run_ingest

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -15,7 +16,8 @@ from smartlocker.protocol import TopicScheme
 from .intake import TopicCache
 from .metrics import IngestMetrics
 from .seam import Deliver, Rules
-from .worker import GmqttPublisher, IngestSettings, IngestWorker
+from .shards import ShardedSink, shard_names
+from .worker import GmqttPublisher, IngestSettings, IngestWorker, Sink
 from .writer import Outcome, Writer, WriterSettings
 
 __all__ = ["run_ingest", "serve"]
@@ -45,15 +47,27 @@ async def serve(
         if "d" in holder:
             holder["d"](conn, effects)
 
-    def make_writer(callback: Callable[[Outcome], None]) -> Writer:
-        return Writer(
-            writer_settings,
-            rules,
-            TopicCache(TopicScheme(settings.prefix)),
-            callback,
-            deliver=deliver if deliver_factory is not None else None,
-            metrics=metrics,
-        )
+    count = max(1, writer_settings.writers)
+    name = shard_names(count)
+
+    def make_writers(callback: Callable[[Outcome], None]) -> list[Writer]:
+        return [
+            Writer(
+                replace(writer_settings, sweeps=i == 0),
+                rules,
+                TopicCache(TopicScheme(settings.prefix)),
+                callback,
+                deliver=deliver if deliver_factory is not None else None,
+                metrics=metrics,
+                name=name(i),
+            )
+            for i in range(count)
+        ]
+
+    def make_writer(callback: Callable[[Outcome], None]) -> Sink:
+        if count == 1:
+            return make_writers(callback)[0]
+        return ShardedSink(make_writers, TopicCache(TopicScheme(settings.prefix)), callback)
 
     worker = IngestWorker(settings, make_writer, metrics=metrics)
     if deliver_factory is not None:

@@ -58,6 +58,18 @@ class Batcher(Generic[T]):
         if self._urgent and self._items and not self._busy():
             self.flush()
 
+    def extend(self, new: list[T]) -> None:
+        """Add several items at once (one read from the socket)."""
+        items = self._items
+        items.extend(new)
+        while len(items) >= self.max_messages:
+            full, rest = items[: self.max_messages], items[self.max_messages :]
+            self._items = full
+            self.flush()
+            self._items = items = rest
+        if items and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._due)
+
     def _due(self) -> None:
         self._timer = None
         if self._items and self._busy():

@@ -6,10 +6,10 @@ topics), so a payload claiming another cabinet is refused as unauthenticated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from smartlocker.protocol import (
     Ack,
@@ -24,8 +24,9 @@ from smartlocker.protocol import (
 )
 
 from .deadletter import DeadLetter, Reason
+from .fastpath import parse_event
 
-__all__ = ["Inbound", "Sorted", "TopicCache", "sort_batch"]
+__all__ = ["EventModels", "EventRow", "Inbound", "Sorted", "TopicCache", "sort_batch"]
 
 _REASONS = {r.value: r for r in Reason}
 
@@ -40,11 +41,93 @@ class Inbound:
     token: Any = None
 
 
+class EventRow:
+    """One event of a batch: its columns, its inbound message, its model on demand.
+
+    Events that took the fast path (:mod:`.fastpath`) have no model until the rules
+    ask for one: storing them needs only the columns and the payload.
+    """
+
+    __slots__ = ("_message", "cabinet", "compartment", "id", "item", "seq", "ts", "type")
+
+    def __init__(
+        self,
+        cabinet: str,
+        seq: int,
+        ts: datetime,
+        id: str,
+        type: str,
+        compartment: str | None,
+        item: Inbound,
+        message: Any = None,
+    ) -> None:
+        self.cabinet = cabinet
+        self.seq = seq
+        self.ts = ts
+        self.id = id
+        self.type = type
+        self.compartment = compartment
+        self.item = item
+        self._message = message
+
+    @classmethod
+    def of(cls, message: Any, item: Inbound) -> EventRow:
+        return cls(
+            message.cabinet,
+            message.seq,
+            message.ts,
+            message.id,
+            message.type,
+            getattr(message, "compartment", None),
+            item,
+            message,
+        )
+
+    @property
+    def key(self) -> tuple[str, int, datetime]:
+        """The de-duplication key of ``events``."""
+        return (self.cabinet, self.seq, self.ts)
+
+    @property
+    def message(self) -> Any:
+        """The event's model (decoded now if the fast path took it)."""
+        if self._message is None:
+            self._message = decode(Channel.EVENTS, self.item.payload)
+        return self._message
+
+
+class EventModels(Sequence[Any]):
+    """The models of some event rows in ``(cabinet, seq, ts)`` order, decoded on first use."""
+
+    def __init__(self, rows: Sequence[EventRow]) -> None:
+        self._rows = rows
+        self._models: list[Any] | None = None
+
+    def _all(self) -> list[Any]:
+        if self._models is None:
+            ordered = sorted(self._rows, key=lambda r: (r.cabinet, r.seq, r.ts))
+            self._models = [r.message for r in ordered]
+        return self._models
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._all())
+
+
 @dataclass(slots=True)
 class Sorted:
     """A batch split by kind; events keep their inbound message (payload → ``body``)."""
 
-    events: list[tuple[Any, Inbound]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     telemetry: list[Telemetry] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
@@ -54,7 +137,7 @@ class Sorted:
     origin: dict[int, Inbound] = field(default_factory=dict)
 
     def cabinets(self) -> set[str]:
-        found = {m.cabinet for m, _ in self.events}
+        found = {r.cabinet for r in self.events}
         for group in (self.telemetry, self.statuses, self.acks, self.reported):
             found.update(m.cabinet for m in group)
         return found
@@ -85,9 +168,15 @@ class TopicCache:
 def sort_batch(items: Sequence[Inbound], topics: TopicCache) -> Sorted:
     """Decode every message of a batch; what cannot be used becomes a dead letter."""
     out = Sorted()
+    events = out.events
     for item in items:
         try:
             cabinet, channel = topics.parse(item.topic)
+            if channel is Channel.EVENTS and type(item.payload) is bytes:
+                cols = parse_event(item.payload)
+                if cols is not None and cols[0] == cabinet:
+                    events.append(EventRow(*cols, item))
+                    continue
             message = decode(channel, item.payload)
         except ProtocolError as exc:
             reason = Reason.INVALID_TOPIC if isinstance(exc, InvalidTopic) else None
@@ -109,7 +198,7 @@ def sort_batch(items: Sequence[Inbound], topics: TopicCache) -> Sorted:
             )
             continue
         if channel is Channel.EVENTS:
-            out.events.append((message, item))
+            events.append(EventRow.of(message, item))
             continue
         out.origin[id(message)] = item
         if channel is Channel.TELEMETRY:

@@ -3,9 +3,8 @@
 A receipt ("committed up to seq N") lets the cabinet drop events 1..N from its
 outbox, so N only advances over a contiguous run of committed events: seq 7
 committed before seq 6 waits in ``ahead`` until 6 is committed too. Several
-workers share one cabinet's stream, so the cursor lives in the database, is
-locked (``FOR UPDATE``, in cabinet order) before the batch's events are inserted,
-and is updated in the same transaction.
+workers share one cabinet's stream, so the cursor lives in the database and is
+updated in the batch's transaction (:mod:`.cursors`). This module is the pure part.
 
 Seq restarts: a re-imaged cabinet starts again at seq 1 and its first event is
 ``boot``. A *new* boot (not a duplicate by ``(cabinet, seq, ts)``) at or below the
@@ -20,14 +19,12 @@ cabinet drop events the cloud does not have.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import psycopg
-
-__all__ = ["AHEAD_LIMIT", "Cursor", "EventKey", "advance", "lock_cursors", "store_cursors"]
+__all__ = ["AHEAD_LIMIT", "Cursor", "EventKey", "advance", "advance_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +49,8 @@ class Cursor:
     ahead: set[int] = field(default_factory=set)
     epoch_ts: datetime | None = None
     held_since: datetime | None = None
+    #: The row's version as last read or written (see :mod:`.cursors`).
+    version: int = 0
 
     @property
     def receiptable(self) -> bool:
@@ -59,7 +58,12 @@ class Cursor:
 
     def copy(self) -> Cursor:
         return Cursor(
-            self.cabinet, self.committed_seq, set(self.ahead), self.epoch_ts, self.held_since
+            self.cabinet,
+            self.committed_seq,
+            set(self.ahead),
+            self.epoch_ts,
+            self.held_since,
+            self.version,
         )
 
 
@@ -115,62 +119,29 @@ def advance(cursor: Cursor, events: Iterable[EventKey], now: datetime) -> Cursor
     return out
 
 
-def lock_cursors(
-    conn: psycopg.Connection[Any], cabinets: Iterable[str], exist: set[str] | None = None
-) -> dict[str, Cursor]:
-    """Create missing cursors and lock all of them, in cabinet order (no deadlocks).
+def advance_run(cursor: Cursor, seqs: list[int], boot: bool) -> Cursor | None:
+    """:func:`advance` for the usual batch, without building its :class:`EventKey` list.
 
-    ``exist`` names cursors known to exist already (rows are never deleted), which
-    spares the insert; it is updated.
+    The usual batch of a cabinet has only seqs above the committed one and no
+    boot, for a cursor with no seq epoch: then whether each event was new does
+    not matter, and the cursor moves over the seqs (with those waiting above a
+    gap) as far as they run. ``None`` means "not that case, call :func:`advance`"
+    (``tests/ingest/test_cursor.py`` checks they agree).
     """
-    names = sorted(set(cabinets))
-    if not names:
-        return {}
-    missing = names if exist is None else [n for n in names if n not in exist]
-    if missing:
-        conn.execute(
-            "INSERT INTO ingest_cursors (cabinet) SELECT c FROM unnest(%s::text[]) AS c"
-            " ORDER BY c ON CONFLICT DO NOTHING",
-            (missing,),
-        )
-    rows = conn.execute(
-        "SELECT cabinet, committed_seq, ahead, epoch_ts, held_since FROM ingest_cursors"
-        " WHERE cabinet = ANY(%s::text[]) ORDER BY cabinet FOR NO KEY UPDATE",
-        (names,),
-    ).fetchall()
-    if exist is not None:
-        exist.update(missing)
-    return {r[0]: Cursor(r[0], r[1], set(r[2]), r[3], r[4]) for r in rows}
-
-
-def store_cursors(
-    conn: psycopg.Connection[Any],
-    before: Mapping[str, Cursor],
-    after: Mapping[str, Cursor],
-    now: datetime,
-) -> None:
-    """Write the cursors that changed (in the caller's transaction)."""
-    changed = [
-        c
-        for name, c in after.items()
-        if (b := before.get(name)) is None
-        or (b.committed_seq, b.ahead, b.epoch_ts, b.held_since)
-        != (c.committed_seq, c.ahead, c.epoch_ts, c.held_since)
-    ]
-    if not changed:
-        return
-    conn.execute(
-        "UPDATE ingest_cursors AS c SET committed_seq = u.q, ahead = u.a::bigint[],"
-        " epoch_ts = u.e, held_since = u.h, updated_at = %s"
-        " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::timestamptz[],"
-        " %s::timestamptz[]) AS u(cabinet, q, a, e, h)"
-        " WHERE c.cabinet = u.cabinet",
-        (
-            now,
-            [c.cabinet for c in changed],
-            [c.committed_seq for c in changed],
-            ["{" + ",".join(map(str, sorted(c.ahead))) + "}" for c in changed],
-            [c.epoch_ts for c in changed],
-            [c.held_since for c in changed],
-        ),
-    )
+    if boot or cursor.epoch_ts is not None or not seqs:
+        return None
+    q = cursor.committed_seq
+    lo = min(seqs)
+    if lo <= q:
+        return None
+    n = len(seqs)
+    if not cursor.ahead and lo == q + 1 and max(seqs) == q + n and len(set(seqs)) == n:
+        return Cursor(cursor.cabinet, q + n, set(), None, cursor.held_since, cursor.version)
+    ahead = set(cursor.ahead)
+    ahead.update(seqs)
+    while q + 1 in ahead:
+        q += 1
+        ahead.discard(q)
+    if len(ahead) > AHEAD_LIMIT:
+        return None  # advance() trims it, and says so
+    return Cursor(cursor.cabinet, q, ahead, None, cursor.held_since, cursor.version)

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import gmqtt
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS
+from gmqtt.mqtt.package import Package
 
 from smartlocker.protocol import Channel, TopicScheme
 
@@ -241,7 +243,46 @@ class IngestWorker:
 
         handler._handle_puback_packet = on_puback
         self._handler = handler
+        create_connection = client._create_connection
+
+        async def create_and_take_reads(*args: Any, **kwargs: Any) -> Any:
+            conn = await create_connection(*args, **kwargs)
+            self._take_reads(conn)
+            return conn
+
+        client._create_connection = create_and_take_reads
         return client
+
+    def _take_reads(self, conn: Any) -> None:
+        """Parse what ``conn`` receives in :meth:`_read_packets`, straight from the socket.
+
+        gmqtt feeds every read through an ``asyncio.StreamReader`` into a reader
+        task, makes a ``Package`` per packet, stamps the time and calls the handler
+        for each: at tens of thousands of PUBLISH packets a second that machinery
+        costs more than the messages' own work. Done as soon as the connection
+        exists, before CONNECT is sent, so no byte took gmqtt's way (its reader
+        task then only waits for the end of the connection). If gmqtt's layout is
+        not the one expected, its reader stays and :meth:`_on_packet` still applies.
+        """
+        protocol = getattr(conn, "_protocol", None)
+        transport = getattr(conn, "_transport", None)
+        if protocol is None or transport is None or not hasattr(conn, "_last_data_in"):
+            logger.warning("gmqtt %s: its own packet reader stays in use", gmqtt.__version__)
+            return
+        rest = b""
+
+        def data_received(data: bytes) -> None:
+            nonlocal rest
+            buf = rest + data if rest else data
+            used = self._read_packets(conn, buf)
+            if used < 0:
+                logger.warning("malformed packet from the broker; closing the connection")
+                rest = b""
+                transport.close()
+                return
+            rest = buf[used:] if used < len(buf) else b""
+
+        protocol.data_received = data_received
 
     # -- gmqtt callbacks (event loop) -------------------------------------------
 
@@ -280,6 +321,77 @@ class IngestWorker:
     ) -> int:
         self._batcher.add(Inbound(topic, payload, _UNSTAMPED))
         return 0
+
+    def _read_packets(self, conn: Any, data: bytes) -> int:
+        """The packets of ``data`` read on ``conn``: how much of ``data`` was used.
+
+        Complete packets only (the rest waits for more data); QoS 0/1 PUBLISH
+        packets of the simple kind (see :meth:`_on_packet`) go straight into the
+        batch, everything else to gmqtt as it would have. -1: a malformed length.
+        """
+        if self._handler.current_connection is not conn:
+            return len(data)  # a superseded connection: gmqtt would drop it all too
+        simple = self._handler._connection_state.protocol_version >= 5
+        token_of = conn
+        items: list[Inbound] = []
+        add = items.append
+        pos, n = 0, len(data)
+        acked = 0
+        while pos + 2 <= n:
+            cmd = data[pos]
+            i, length, mult = pos + 1, 0, 1
+            while True:
+                if i >= n:
+                    self._take(items, acked)
+                    return pos
+                byte = data[i]
+                i += 1
+                length += (byte & 0x7F) * mult
+                if not byte & 0x80:
+                    break
+                mult *= 128
+                if mult > 2097152:
+                    self._take(items, acked)
+                    return -1
+            end = i + length
+            if end > n:
+                break
+            kind = cmd & 0xF6  # PUBLISH with its QoS, whatever DUP and RETAIN say
+            tlen = (data[i] << 8) | data[i + 1] if length >= 2 else 0
+            p = i + 2 + tlen + (2 if kind == 0x32 else 0)
+            if simple and tlen and (kind == 0x32 or kind == 0x30) and p <= end:
+                p = i + 2 + tlen
+                try:
+                    topic = data[i + 2 : p].decode("utf-8")
+                except UnicodeDecodeError:
+                    conn.put_package(Package(cmd, data[i:end]))
+                    pos = end
+                    continue
+                token = None
+                if kind == 0x32:
+                    token = (token_of, (data[p] << 8) | data[p + 1])
+                    p += 2
+                    acked += 1
+                plen, mult = 0, 1
+                while p < end:
+                    byte = data[p]
+                    p += 1
+                    plen += (byte & 0x7F) * mult
+                    mult *= 128
+                    if not byte & 0x80:
+                        break
+                add(Inbound(topic, data[p + plen : end], _UNSTAMPED, token))
+            else:
+                conn.put_package(Package(cmd, data[i:end]))
+            pos = end
+        conn._last_data_in = time.monotonic()
+        self._take(items, acked)
+        return pos
+
+    def _take(self, items: list[Inbound], acked: int) -> None:
+        if items:
+            self._unacked += acked
+            self._batcher.extend(items)
 
     def _on_packet(self, cmd: int, packet: bytes) -> None:
         """gmqtt's packet dispatch, with a lean path for QoS 0/1 PUBLISH.

@@ -38,10 +38,19 @@ import psycopg
 from smartlocker.protocol import Status, Telemetry
 
 from . import presence
+from .cursors import CursorStore, lock_cursors, new_version
 from .deadletter import Reason, write_dead_letters
-from .intake import Inbound, Sorted, TopicCache, dead_letter_for, sort_batch
+from .intake import (
+    EventModels,
+    EventRow,
+    Inbound,
+    Sorted,
+    TopicCache,
+    dead_letter_for,
+    sort_batch,
+)
 from .metrics import IngestMetrics
-from .receipts import Cursor, EventKey, advance, lock_cursors, store_cursors
+from .receipts import Cursor, EventKey, advance, advance_run
 from .seam import Deliver, Rules, known_cabinets
 
 __all__ = ["Outcome", "Writer", "WriterSettings"]
@@ -72,6 +81,10 @@ class WriterSettings:
     sweep_interval: float = 2.0
     retry_delay: float = 0.5
     max_retry_delay: float = 5.0
+    #: Writers (threads, each with its own connection) sharing the cabinets (.shards).
+    writers: int = 2
+    #: Whether this writer sweeps presence and runs the rules' ticks (one of them does).
+    sweeps: bool = True
 
 
 @dataclass(slots=True)
@@ -84,6 +97,48 @@ class Outcome:
     duplicates: int = 0
     dead: int = 0
     committed_at: float = 0.0
+
+
+def _distinct(
+    events: list[EventRow],
+) -> tuple[list[EventRow], dict[str, list[EventRow]]]:
+    """The batch's events without repeats of one key, also grouped by cabinet.
+
+    Keyed by ``(cabinet, seq)`` first: hashing an aware datetime is slow, and a
+    seq seen twice with two different ``ts`` (a re-imaged cabinet) is rare; then
+    the whole batch is done again by the full key ``(cabinet, seq, ts)``.
+    """
+    seen: dict[tuple[str, int], EventRow] = {}
+    unique: list[EventRow] = []
+    per_cabinet: dict[str, list[EventRow]] = {}
+    for row in events:
+        key = (row.cabinet, row.seq)
+        other = seen.get(key)
+        if other is not None:
+            if other.ts == row.ts:
+                continue
+            return _distinct_by_full_key(events)
+        seen[key] = row
+        unique.append(row)
+        rows = per_cabinet.get(row.cabinet)
+        if rows is None:
+            per_cabinet[row.cabinet] = [row]
+        else:
+            rows.append(row)
+    return unique, per_cabinet
+
+
+def _distinct_by_full_key(
+    events: list[EventRow],
+) -> tuple[list[EventRow], dict[str, list[EventRow]]]:
+    seen: dict[tuple[str, int, datetime], EventRow] = {}
+    per_cabinet: dict[str, list[EventRow]] = {}
+    for row in events:
+        key = row.key
+        if key not in seen:
+            seen[key] = row
+            per_cabinet.setdefault(row.cabinet, []).append(row)
+    return list(seen.values()), per_cabinet
 
 
 class Writer:
@@ -99,6 +154,7 @@ class Writer:
         deliver: Deliver | None = None,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        name: str = "ingest-writer",
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -107,17 +163,19 @@ class Writer:
         self.deliver = deliver
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
-        self._queue: queue.Queue[list[Inbound] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[Inbound], Sorted | None] | None] = queue.Queue()
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._next_sweep = 0.0
         #: last_seen this worker wrote per cabinet (fewer writes; see _write_presence).
         self._touched: dict[str, datetime] = {}
         self._known: set[str] = set()
         self._known_since = 0.0
-        #: Cabinets whose cursor row exists (committed; cleared when a batch fails).
-        self._cursors_exist: set[str] = set()
+        #: Receipt cursors as this writer committed them (forgotten when a batch fails).
+        self._cursors = CursorStore()
+        #: The cursors a batch writes, remembered once it commits.
+        self._written: tuple[dict[str, Cursor], int] | None = None
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -125,7 +183,17 @@ class Writer:
         self._thread.start()
 
     def submit(self, batch: list[Inbound]) -> None:
-        self._queue.put(batch)
+        """Queue a batch, decoded here, in the caller's thread (the event loop).
+
+        Decoding is pure Python with no database: done while the writer thread
+        waits for PostgreSQL on the previous batch, it costs the writer nothing.
+        """
+        try:
+            sorted_: Sorted | None = sort_batch(batch, self.topics)
+        except Exception:  # the writer decodes it again, and copes
+            logger.exception("decoding a batch of %d failed", len(batch))
+            sorted_ = None
+        self._queue.put((batch, sorted_))
 
     @property
     def backlog(self) -> int:
@@ -145,19 +213,21 @@ class Writer:
             while True:
                 timeout = max(0.05, self._next_sweep - time.monotonic())
                 try:
-                    batch = self._queue.get(timeout=timeout)
+                    queued = self._queue.get(timeout=timeout)
                 except queue.Empty:
-                    batch = []
-                if batch is None:
+                    queued = ([], None)
+                if queued is None:
                     return
+                batch, sorted_ = queued
                 if batch:
-                    outcome = self._commit_with_retry(batch)
+                    outcome = self._commit_with_retry(batch, sorted_)
                     if outcome is None:
                         return
                     self.on_committed(outcome)
                 if time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + self.settings.sweep_interval
-                    self._guarded(self._sweep)
+                    if self.settings.sweeps:
+                        self._guarded(self._sweep)
         finally:
             if self._conn is not None:
                 self._conn.close()
@@ -175,20 +245,22 @@ class Writer:
             finally:
                 self._conn = None
 
-    def _commit_with_retry(self, batch: list[Inbound]) -> Outcome | None:
+    def _commit_with_retry(self, batch: list[Inbound], sorted_: Sorted | None) -> Outcome | None:
         delay = self.settings.retry_delay
         while not self._stop.is_set():
             try:
-                return self._commit(batch)
+                # A retry decodes again: the failed attempt may have changed sorted_.
+                first, sorted_ = sorted_, None
+                return self._commit(batch, first)
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.inc()
                 self._touched.clear()  # what the rolled-back batch "wrote" was not
-                self._cursors_exist.clear()
+                self._cursors.forget()
                 logger.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
                 self._drop_connection()
             except Exception:
                 self._touched.clear()
-                self._cursors_exist.clear()
+                self._cursors.forget()
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -220,13 +292,15 @@ class Writer:
 
     # -- one batch ---------------------------------------------------------------------
 
-    def _commit(self, batch: Sequence[Inbound]) -> Outcome:
+    def _commit(self, batch: Sequence[Inbound], sorted_: Sorted | None = None) -> Outcome:
         started = time.perf_counter()
         conn = self._connection()
         now = self.clock()
-        sorted_ = sort_batch(batch, self.topics)
+        if sorted_ is None:
+            sorted_ = sort_batch(batch, self.topics)
         outcome = Outcome(items=batch)
         effects: list[Any] = []
+        self._written = None
         checked = False
         if sorted_.acks and len(sorted_.acks) < len(batch):
             # The ack fast path: acks commit first, on their own, so the NOTIFY that
@@ -250,6 +324,9 @@ class Writer:
             for rep in sorted_.reported:
                 effects.append(self.rules.on_reported(conn, rep, now))
             write_dead_letters(conn, sorted_.dead)
+        if self._written is not None:
+            self._cursors.committed(*self._written)
+            self._written = None
         outcome.dead = len(sorted_.dead)
         outcome.committed_at = time.time()
         self._account(sorted_, outcome, time.perf_counter() - started)
@@ -311,7 +388,7 @@ class Writer:
             )
             return False
 
-        s.events = [(m, i) for m, i in s.events if keep(m, i)]
+        s.events = [r for r in s.events if keep(r, r.item)]
         s.telemetry = [m for m in s.telemetry if keep(m)]
         s.statuses = [m for m in s.statuses if keep(m)]
         s.acks = [m for m in s.acks if keep(m)]
@@ -327,35 +404,66 @@ class Writer:
     ) -> None:
         if not s.events:
             return
-        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]] = {}
-        for message, item in s.events:
-            unique.setdefault((message.cabinet, message.seq, message.ts), (message, item))
-        before = lock_cursors(conn, {k[0] for k in unique}, self._cursors_exist)
+        unique, per_cabinet = _distinct(s.events)
+        before = self._cursors.load(conn, per_cabinet)
         # Every committed event went through its cursor, so an event above the
         # committed seq and not among those waiting above a gap is new: only the
         # others are looked up. The unique key still decides (see _insert_events).
-        maybe_old = [
-            k for k in unique if k[1] <= (c := before[k[0]]).committed_seq or k[1] in c.ahead
-        ]
+        seqs: dict[str, list[int]] = {}
+        maybe_old: list[tuple[str, int, datetime]] = []
+        for name, rows in per_cabinet.items():
+            c = before[name]
+            got = seqs[name] = [r.seq for r in rows]
+            if c.ahead or min(got) <= c.committed_seq:
+                q, ahead = c.committed_seq, c.ahead
+                maybe_old.extend(r.key for r in rows if r.seq <= q or r.seq in ahead)
         old = self._existing(conn, maybe_old) if maybe_old else set()
-        fresh = [k for k in unique if k not in old] if old else list(unique)
-        inserted = self._insert_events(conn, s, unique, fresh)
-        outcome.new_events = len(inserted)
-        outcome.duplicates = len(s.events) - len(inserted)
-        per_cabinet: dict[str, list[EventKey]] = {}
-        for key, (m, _) in unique.items():
-            keys = per_cabinet.get(key[0])
-            if keys is None:
-                keys = per_cabinet[key[0]] = []
-            keys.append(EventKey(key[1], key[2], key in inserted, m.type == "boot"))
-        after: dict[str, Cursor] = {
-            name: advance(before[name], keys, now) for name, keys in per_cabinet.items()
-        }
-        store_cursors(conn, before, after, now)
+        fresh = [r for r in unique if r.key not in old] if old else unique
+        inserted = self._insert_events(conn, fresh)
+        new_count = len(fresh) if inserted is None else len(inserted)
+        outcome.new_events = new_count
+        outcome.duplicates = len(s.events) - new_count
+
+        def is_new(key: tuple[str, int, datetime]) -> bool:
+            return key not in old if inserted is None else key in inserted
+
+        after: dict[str, Cursor] = {}
+        for name, rows in per_cabinet.items():
+            c = before[name]
+            boot = False
+            for r in rows:
+                if r.type == "boot":
+                    boot = True
+                    break
+            moved = advance_run(c, seqs[name], boot)
+            if moved is None:
+                keys = [EventKey(r.seq, r.ts, is_new(r.key), r.type == "boot") for r in rows]
+                moved = advance(c, keys, now)
+            after[name] = moved
+        version = new_version()
+        stale = self._cursors.store(conn, before, after, now, version)
+        if stale:
+            # Another worker moved these cursors since we read them: again from the rows.
+            locked = lock_cursors(conn, stale)
+            again = {
+                name: advance(
+                    locked[name],
+                    [
+                        EventKey(r.seq, r.ts, is_new(r.key), r.type == "boot")
+                        for r in per_cabinet[name]
+                    ],
+                    now,
+                )
+                for name in stale
+            }
+            if self._cursors.store(conn, locked, again, now, version):
+                raise RuntimeError(f"locked cursors changed under us: {stale}")
+            after.update(again)
+        self._written = (after, version)
         outcome.receipts = {n: c.committed_seq for n, c in after.items() if c.receiptable}
-        if inserted:
-            new = [unique[k][0] for k in sorted(inserted)]  # (cabinet, seq, ts) order
-            effects.append(self.rules.on_events(conn, new, now))
+        if new_count:
+            new = fresh if inserted is None else [r for r in fresh if r.key in inserted]
+            effects.append(self.rules.on_events(conn, EventModels(new), now))
 
     @staticmethod
     def _existing(
@@ -370,16 +478,14 @@ class Writer:
         return {(r[0], r[1], r[2]) for r in rows}
 
     def _insert_events(
-        self,
-        conn: psycopg.Connection[Any],
-        s: Sorted,
-        unique: dict[tuple[str, int, datetime], tuple[Any, Inbound]],
-        fresh: list[tuple[str, int, datetime]],
-    ) -> set[tuple[str, int, datetime]]:
-        """COPY the new events straight into ``events``; returns their keys.
+        self, conn: psycopg.Connection[Any], fresh: list[EventRow]
+    ) -> set[tuple[str, int, datetime]] | None:
+        """COPY the new events straight into ``events``.
 
-        If another worker committed one of them meanwhile (the unique key says so),
-        fall back to staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+        Returns ``None`` when all of ``fresh`` went in (the usual case: no set of
+        keys to build), else the keys of those that did. If another worker
+        committed one of them meanwhile (the unique key says so), fall back to
+        staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
         """
         if not fresh:
             return set()
@@ -387,21 +493,22 @@ class Writer:
             with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
                 copy.set_types(_COPY_TYPES)
                 write = copy.write_row
-                for key in fresh:
-                    m, item = unique[key]
+                for r in fresh:
+                    item = r.item
+                    # body: jsonb's binary form is a version byte, then the text.
                     write(
                         (
-                            key[0],
-                            key[1],
-                            key[2],
-                            m.id,
-                            m.type,
-                            getattr(m, "compartment", None),
-                            b"\x01" + item.payload,  # jsonb binary: version 1, then text
+                            r.cabinet,
+                            r.seq,
+                            r.ts,
+                            r.id,
+                            r.type,
+                            r.compartment,
+                            b"\x01" + item.payload,
                             item.received_at,
                         )
                     )
-            return set(fresh)
+            return None
         except psycopg.errors.UniqueViolation:
             logger.info(
                 "concurrent duplicate in a batch of %d; inserting with ON CONFLICT", len(fresh)
@@ -410,16 +517,16 @@ class Writer:
             conn.execute(_STAGE)
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
-                for key in fresh:
-                    m, item = unique[key]
+                for r in fresh:
+                    item = r.item
                     copy.write_row(
                         (
-                            key[0],
-                            key[1],
-                            key[2],
-                            m.id,
-                            m.type,
-                            getattr(m, "compartment", None),
+                            r.cabinet,
+                            r.seq,
+                            r.ts,
+                            r.id,
+                            r.type,
+                            r.compartment,
                             b"\x01" + item.payload,
                             item.received_at,
                         )
@@ -466,8 +573,8 @@ class Writer:
         for group in (s.telemetry, s.acks, s.reported):
             for m in group:
                 seen[m.cabinet] = now
-        for m, _ in s.events:
-            seen[m.cabinet] = now
+        for r in s.events:
+            seen[r.cabinet] = now
         for st in s.statuses:
             if st.online:
                 seen[st.cabinet] = now
@@ -544,5 +651,5 @@ class Writer:
         if s.events:
             # publish → commit, from the event's own ts (sampled: 1 in 8).
             now = outcome.committed_at
-            for message, _ in s.events[::8]:
-                m.publish_to_commit.observe(max(0.0, now - message.ts.timestamp()))
+            for row in s.events[::8]:
+                m.publish_to_commit.observe(max(0.0, now - row.ts.timestamp()))
