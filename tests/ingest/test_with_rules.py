@@ -30,7 +30,7 @@ from tests.support.mqtt import connected
 from .harness import InProcessIngest, provision, query, topic, wait_for
 
 
-def test_rules_see_events_acks_and_reports(mqtt_broker: MosquittoBroker, db_url: str) -> None:
+def test_rules_see_events_acks_and_reports(fresh_broker: MosquittoBroker, db_url: str) -> None:
     provision(db_url, ["cab-w"])
     keys = CloudKeys.from_private_key(generate_private_key())
     now = datetime.now(UTC)
@@ -39,12 +39,12 @@ def test_rules_see_events_acks_and_reports(mqtt_broker: MosquittoBroker, db_url:
         mark_sent(conn, command.id, now=now)
     with (
         InProcessIngest(
-            mqtt_broker.url,
+            fresh_broker.url,
             db_url,
             rules=load_rules(keys),
             deliver_factory=downlink_factory(keys),
         ),
-        connected(mqtt_broker.host, mqtt_broker.port) as cab,
+        connected(fresh_broker.host, fresh_broker.port) as cab,
     ):
         cab.subscribe(topic("cab-w", "receipts"))
         cab.publish(
