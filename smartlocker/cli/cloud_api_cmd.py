@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 from typing import Any
 
@@ -56,6 +57,7 @@ def api(
             self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("preload_app", False)  # each worker builds its app after the fork
             self.cfg.set("child_exit", _child_exit)
+            self.cfg.set("post_worker_init", _post_worker_init)
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn >= 25.1 opens a control socket in $HOME by default; two
                 # servers on one machine would fight over it.
@@ -67,6 +69,25 @@ def api(
             return create_app()
 
     _Server().run()
+
+
+def _post_worker_init(worker: Any) -> None:
+    """On SIGTERM, end the worker's dashboard streams at once, then shut down as usual.
+
+    gunicorn waits for a worker's open requests before it exits; a live stream would
+    otherwise hold it until its next heartbeat found the client gone.
+    """
+    from smartlocker.cloud.dashboard import feed_of
+
+    previous = signal.getsignal(signal.SIGTERM)
+    hub = feed_of(worker.wsgi).hub
+
+    def on_term(signum: int, frame: Any) -> None:
+        hub.close()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

@@ -112,5 +112,26 @@ def test_a_client_that_goes_away_releases_its_subscription() -> None:
     assert hub.subscribers == 0
 
 
+def test_closing_the_hub_ends_every_stream_at_once_and_refuses_new_ones() -> None:
+    """What a gunicorn worker does on SIGTERM: no stream holds its shutdown."""
+    hub = Hub(max_queue=2)
+    site_a = run_stream(hub, hub.subscribe(frozenset({"a"})), {}, heartbeat=60.0)
+    slow = hub.subscribe(None)
+    everything = run_stream(hub, slow, {}, heartbeat=60.0)
+    next(site_a)
+    next(everything)
+    for _ in range(2):
+        hub.publish(note("b"))  # fills the queue of the stream for every site
+    hub.close()
+    assert next(site_a) == format_event("bye", "{}")  # at once, not after 60 s
+    assert next(everything) == format_event("bye", "{}")  # a full queue still takes the closing
+    for stream in (site_a, everything):
+        with pytest.raises(StopIteration):
+            next(stream)
+    assert hub.subscribers == 0
+    with pytest.raises(HubFull, match="shutting down"):
+        hub.subscribe(None)
+
+
 def test_an_event_with_newlines_stays_one_event() -> None:
     assert format_event("x", "a\nb") == b"event: x\ndata: a\ndata: b\n\n"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "CLOSING",
     "KINDS",
     "RESYNC",
     "Hub",
@@ -50,6 +51,10 @@ class Note:
 
 #: Sent instead of a backlog that overflowed, and after the listener reconnected.
 RESYNC = Note(kind="resync", site="", cabinet=None, data={"kind": "resync"})
+#: The process is shutting down: the stream says ``bye`` now (the page reconnects to
+#: another worker) instead of holding the worker's graceful shutdown until its next
+#: heartbeat finds the client gone.
+CLOSING = Note(kind="closing", site="", cabinet=None, data={"kind": "closing"})
 
 
 def parse_note(payload: str) -> Note | None:
@@ -89,7 +94,7 @@ class Subscription:
         self.dropped = 0
 
     def wants(self, note: Note) -> bool:
-        return note.kind == "resync" or self.sites is None or note.site in self.sites
+        return note in (RESYNC, CLOSING) or self.sites is None or note.site in self.sites
 
     def offer(self, note: Note) -> None:
         """Queue ``note``; a full queue is emptied and replaced by one ``resync``."""
@@ -105,7 +110,7 @@ class Subscription:
                     self.dropped += 1
                 except queue.Empty:
                     break
-            self._queue.put_nowait(RESYNC)
+            self._queue.put_nowait(CLOSING if note is CLOSING else RESYNC)
 
     def get(self, timeout: float) -> Note | None:
         """The next note, or None when ``timeout`` passed without one."""
@@ -123,11 +128,14 @@ class Hub:
         self.max_subscribers = max_subscribers
         self._lock = threading.Lock()
         self._subs: set[Subscription] = set()
+        self._closed = False
 
     def subscribe(self, sites: frozenset[str] | None) -> Subscription:
-        """A new subscription; raises :class:`HubFull` past ``max_subscribers``."""
+        """A new subscription; raises :class:`HubFull` past ``max_subscribers`` or once closed."""
         sub = Subscription(sites, self.max_queue)
         with self._lock:
+            if self._closed:
+                raise HubFull("this worker is shutting down")
             if len(self._subs) >= self.max_subscribers:
                 raise HubFull(f"{self.max_subscribers} live streams already open")
             self._subs.add(sub)
@@ -153,3 +161,12 @@ class Hub:
     def resync_all(self) -> None:
         """Notes may have been missed (the listener reconnected): everyone re-reads."""
         self.publish(RESYNC)
+
+    def close(self) -> None:
+        """End every stream now and refuse new ones (the worker is shutting down).
+
+        Safe from a signal handler: it only queues a note for each stream.
+        """
+        with self._lock:
+            self._closed = True
+        self.publish(CLOSING)

@@ -4,8 +4,8 @@ A stream sends ``hello`` (who the key is), then one event per note its key may
 see (event name = the note's kind, data = the note as JSON), a comment line as a
 heartbeat when nothing happened for ``heartbeat`` seconds (which also finds out
 that a client went away: the write fails and the generator is closed), and ends
-with ``bye`` after ``lifetime`` seconds so a thread is never held for good; the
-page reconnects.
+with ``bye`` after ``lifetime`` seconds so a thread is never held for good (or at
+once when the worker shuts down: :meth:`Hub.close`); the page reconnects.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .hub import Hub, Subscription
+from .hub import CLOSING, Hub, Subscription
 
 __all__ = ["format_event", "run_stream"]
 
@@ -50,6 +50,8 @@ def run_stream(
             if note is None:
                 yield b": ping\n\n"
                 continue
+            if note is CLOSING:
+                break
             yield format_event(note.kind, note.to_json())
         yield format_event("bye", "{}")
     finally:
