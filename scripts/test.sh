@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, with everything it needs installed first.
 # Usage: scripts/test.sh [pytest arguments]
+# pytest runs in SMARTLOCKER_TEST_WORKERS (default 3) processes, a test file per worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +16,4 @@ echo "== ruff" >&2
 echo "== mypy (strict on the package)" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${SMARTLOCKER_TEST_WORKERS:-3}" --dist loadfile "$@"
