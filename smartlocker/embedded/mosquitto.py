@@ -25,7 +25,7 @@ from typing import Self
 from smartlocker.protocol.ids import validate_cabinet_id
 from smartlocker.protocol.topics import Channel, TopicScheme
 
-__all__ = ["BrokerError", "MosquittoBroker", "TlsFiles", "free_port"]
+__all__ = ["BrokerError", "LoopbackListeners", "MosquittoBroker", "TlsFiles", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,43 @@ class TlsFiles:
     key: Path
 
 
-class MosquittoBroker:
+class LoopbackListeners:
+    """The addresses of a private broker on loopback: a plain port and maybe a TLS one.
+
+    Shared by :class:`MosquittoBroker` and the in-process ``PythonBroker``, which set
+    ``_port`` and ``_tls_port``.
+    """
+
+    _port: int
+    _tls_port: int | None
+
+    @property
+    def host(self) -> str:
+        """Where the broker listens (loopback only)."""
+        return HOST
+
+    @property
+    def port(self) -> int:
+        """The plain MQTT port."""
+        return self._port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The MQTT-over-TLS port, or None without TLS."""
+        return self._tls_port
+
+    @property
+    def url(self) -> str:
+        """The plain listener as ``mqtt://host:port`` (no credentials)."""
+        return f"mqtt://{HOST}:{self._port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        """The TLS listener as ``mqtts://host:port``, or None without TLS."""
+        return None if self._tls_port is None else f"mqtts://{HOST}:{self._tls_port}"
+
+
+class MosquittoBroker(LoopbackListeners):
     """A Mosquitto process listening on 127.0.0.1, configured from Python.
 
     With ``users`` None anyone may connect and publish anywhere (demo and benchmark
@@ -99,33 +135,6 @@ class MosquittoBroker:
         self._port = port or free_port()
         self._tls_port = free_port() if tls is not None else None
         self._process: subprocess.Popen[bytes] | None = None
-
-    # -- addresses -----------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """Where the broker listens (loopback only)."""
-        return HOST
-
-    @property
-    def port(self) -> int:
-        """The plain MQTT port."""
-        return self._port
-
-    @property
-    def tls_port(self) -> int | None:
-        """The MQTT-over-TLS port, or None without ``tls``."""
-        return self._tls_port
-
-    @property
-    def url(self) -> str:
-        """The plain listener as ``mqtt://host:port`` (no credentials)."""
-        return f"mqtt://{HOST}:{self._port}"
-
-    @property
-    def tls_url(self) -> str | None:
-        """The TLS listener as ``mqtts://host:port``, or None without ``tls``."""
-        return None if self._tls_port is None else f"mqtts://{HOST}:{self._tls_port}"
 
     @property
     def running(self) -> bool:

@@ -28,7 +28,7 @@ from smartlocker.mqtt_passwords import write_password_file
 from smartlocker.protocol.ids import validate_cabinet_id
 from smartlocker.protocol.topics import TopicScheme
 
-from ..mosquitto import BrokerError, TlsFiles, acl_text, free_port
+from ..mosquitto import HOST, BrokerError, LoopbackListeners, TlsFiles, acl_text, free_port
 from .auth import Acl, PasswordFile
 from .server import MqttServer, ServerSettings
 from .state import BrokerState
@@ -37,11 +37,10 @@ __all__ = ["PythonBroker"]
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 _LOG_LINES = 200
 
 
-class PythonBroker:
+class PythonBroker(LoopbackListeners):
     """An MQTT 5 / 3.1.1 broker on 127.0.0.1 in a thread of this process.
 
     Same constructor and methods as :class:`MosquittoBroker` (``users`` None:
@@ -80,28 +79,6 @@ class PythonBroker:
         self._thread: threading.Thread | None = None
         self._log: deque[str] = deque(maxlen=_LOG_LINES)
         self._handler: _TailHandler | None = None
-
-    # -- addresses (as MosquittoBroker) ---------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return HOST
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def tls_port(self) -> int | None:
-        return self._tls_port
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{HOST}:{self._port}"
-
-    @property
-    def tls_url(self) -> str | None:
-        return None if self._tls_port is None else f"mqtts://{HOST}:{self._tls_port}"
 
     @property
     def running(self) -> bool:
