@@ -43,23 +43,15 @@ class Batcher(Generic[T]):
         return len(self._items)
 
     def add(self, item: T, *, urgent: bool = False) -> None:
-        items = self._items
-        items.append(item)
-        if len(items) >= self.max_messages or (urgent and not self._busy()):
-            self.flush()
-        else:
-            if urgent:
-                self._urgent = True
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._due)
+        self.extend([item], urgent=urgent)
 
     def writer_idle(self) -> None:
         """The writer finished a batch: an urgent item waiting goes now."""
         if self._urgent and self._items and not self._busy():
             self.flush()
 
-    def extend(self, new: list[T]) -> None:
-        """Add several items at once (one read from the socket)."""
+    def extend(self, new: list[T], *, urgent: bool = False) -> None:
+        """Add several items at once (one read from the socket); ``urgent`` as for :meth:`add`."""
         items = self._items
         items.extend(new)
         while len(items) >= self.max_messages:
@@ -67,7 +59,14 @@ class Batcher(Generic[T]):
             self._items = full
             self.flush()
             self._items = items = rest
-        if items and self._timer is None:
+        if not items:
+            return
+        if urgent and not self._busy():
+            self.flush()
+            return
+        if urgent:
+            self._urgent = True
+        if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._due)
 
     def _due(self) -> None:

@@ -337,12 +337,13 @@ class IngestWorker:
         add = items.append
         pos, n = 0, len(data)
         acked = 0
+        urgent = False
         while pos + 2 <= n:
             cmd = data[pos]
             i, length, mult = pos + 1, 0, 1
             while True:
                 if i >= n:
-                    self._take(items, acked)
+                    self._take(items, acked, urgent)
                     return pos
                 byte = data[i]
                 i += 1
@@ -351,7 +352,7 @@ class IngestWorker:
                     break
                 mult *= 128
                 if mult > 2097152:
-                    self._take(items, acked)
+                    self._take(items, acked, urgent)
                     return -1
             end = i + length
             if end > n:
@@ -372,6 +373,7 @@ class IngestWorker:
                     token = (token_of, (data[p] << 8) | data[p + 1])
                     p += 2
                     acked += 1
+                    urgent = urgent or topic.endswith(_ACKS_SUFFIX)
                 plen, mult = 0, 1
                 while p < end:
                     byte = data[p]
@@ -385,13 +387,14 @@ class IngestWorker:
                 conn.put_package(Package(cmd, data[i:end]))
             pos = end
         conn._last_data_in = time.monotonic()
-        self._take(items, acked)
+        self._take(items, acked, urgent)
         return pos
 
-    def _take(self, items: list[Inbound], acked: int) -> None:
+    def _take(self, items: list[Inbound], acked: int, urgent: bool) -> None:
         if items:
             self._unacked += acked
-            self._batcher.extend(items)
+            # An ack may have an API request waiting for it: no batching delay.
+            self._batcher.extend(items, urgent=urgent)
 
     def _on_packet(self, cmd: int, packet: bytes) -> None:
         """gmqtt's packet dispatch, with a lean path for QoS 0/1 PUBLISH.
