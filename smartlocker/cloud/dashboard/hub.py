@@ -10,6 +10,7 @@ nor slows the others. No I/O here; :mod:`.listener` feeds the hub from PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -99,11 +100,9 @@ class Subscription:
     def offer(self, note: Note) -> None:
         """Queue ``note``; a full queue is emptied and replaced by one ``resync``."""
         with self._lock:
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(note)
                 return
-            except queue.Full:
-                pass
             while True:
                 try:
                     self._queue.get_nowait()

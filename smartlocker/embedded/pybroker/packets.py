@@ -187,12 +187,12 @@ class Unsuback:
 
 @dataclass(frozen=True, slots=True)
 class Pingreq:
-    pass
+    """PINGREQ: no fields."""
 
 
 @dataclass(frozen=True, slots=True)
 class Pingresp:
-    pass
+    """PINGRESP: no fields."""
 
 
 @dataclass(frozen=True, slots=True)
