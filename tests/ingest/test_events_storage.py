@@ -63,17 +63,27 @@ def _indexes(url: str) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-def test_upgrade_from_0009_keeps_every_event_and_a_running_writer_goes_on(
+def _writer(url: str) -> Writer:
+    return Writer(WriterSettings(url), NoRules(), TopicCache(TopicScheme()), lambda o: None)
+
+
+def test_upgrade_from_0009_keeps_every_event_and_running_writers_go_on(
     pg_cluster: PgCluster, db_url: str
 ) -> None:
     assert migrate(db_url, upto="0009")[-1] == "0009"
     _provision(db_url)
     now = datetime.now(UTC)
-    writer = Writer(WriterSettings(db_url), NoRules(), TopicCache(TopicScheme()), lambda o: None)
+    # Two writers sharing the cabinets, as ingest runs them.
+    writer, other = _writer(db_url), _writer(db_url)
     try:
-        # On 0009 the writer sends jsonb's binary form (version byte, then the text).
+        # On 0009 the writers send jsonb's binary form (version byte, then the text).
         first = writer._commit(_events(range(1, 31), now))
         assert (first.new_events, first.dead) == (60, 0)
+        assert other._commit(_events(range(31, 32), now)).new_events == 2
+        # seq 31 is news to writer's remembered cursors: the COPY meets the key, and
+        # the batch goes through the staging table.
+        raced = writer._commit(_events(range(31, 36), now))
+        assert (raced.new_events, raced.duplicates, raced.dead) == (8, 2, 0)
         with psycopg.connect(db_url, autocommit=True) as conn:
             for i, body in enumerate(ODD_BODIES):
                 conn.execute(
@@ -88,10 +98,10 @@ def test_upgrade_from_0009_keeps_every_event_and_a_running_writer_goes_on(
                 (T0 + timedelta(hours=1),),
             )
         before = query(db_url, _ROWS)
-        assert len(before) == 63
+        assert len(before) == 73
         chunks = "SELECT count(*) FROM show_chunks('events')"
         chunks_before = count(db_url, chunks) if pg_cluster.flavor == "timescaledb" else 0
-        assert chunks_before == (3 if pg_cluster.flavor == "timescaledb" else 0)
+        assert chunks_before == (4 if pg_cluster.flavor == "timescaledb" else 0)
 
         assert migrate(db_url) == ["0010"]
 
@@ -119,36 +129,42 @@ def test_upgrade_from_0009_keeps_every_event_and_a_running_writer_goes_on(
                 assert len(defs) == 1, defs
                 assert defs[0].endswith("(cabinet, ts, seq)"), defs
 
-        # The same writer, still thinking body is jsonb: its next batch (new events and
-        # resends of old ones) fails once, is retried, and lands whole.
-        new = _events(range(31, 41), now)
-        more = new + _events(range(1, 6), now)
-        outcome = writer._commit_with_retry(more, None)
+        # The writers, still thinking body is jsonb: their next batches (new events and
+        # resends of old ones) fail once, are retried, and land whole.
+        new = _events(range(36, 41), now)
+        outcome = writer._commit_with_retry(new + _events(range(1, 6), now), None)
         assert outcome is not None
-        assert (outcome.new_events, outcome.duplicates, outcome.dead) == (20, 10, 0)
-        assert count(db_url, "SELECT count(*) FROM dead_letters") == 0
-        assert count(db_url, "SELECT count(*) FROM events") == 83
+        assert (outcome.new_events, outcome.duplicates, outcome.dead) == (10, 10, 0)
+        outcome = other._commit_with_retry(_events(range(41, 42), now), None)
+        assert outcome is not None
+        assert (outcome.new_events, outcome.dead) == (2, 0)
+        # The staging table, too, has the new type.
+        raced = writer._commit(_events(range(41, 43), now))
+        assert (raced.new_events, raced.duplicates, raced.dead) == (2, 2, 0)
+        assert raced.receipts == dict.fromkeys(CABINETS, 42)
         # A json body is the payload exactly as received.
         stored = dict(
             query(
                 db_url,
-                "SELECT cabinet || '/' || seq, body::text FROM events WHERE seq BETWEEN 31 AND 40",
+                "SELECT cabinet || '/' || seq, body::text FROM events WHERE seq BETWEEN 36 AND 40",
             )
         )
         assert stored == {
             f"{i.topic.split('/')[1]}/{n}": i.payload.decode()
-            for i, n in zip(new, [*range(31, 41), *range(31, 41)], strict=True)
+            for i, n in zip(new, [*range(36, 41), *range(36, 41)], strict=True)
         }
-        # A fresh writer on the new schema stores the same, and the key still refuses repeats.
-        fresh = Writer(WriterSettings(db_url), NoRules(), TopicCache(TopicScheme()), lambda o: None)
+        # A fresh writer on the new schema stores the same; the key still refuses repeats.
+        fresh = _writer(db_url)
         try:
-            again = fresh._commit(_events(range(36, 46), now))
-            assert (again.new_events, again.duplicates, again.dead) == (10, 10, 0)
+            again = fresh._commit(_events(range(41, 51), now))
+            assert (again.new_events, again.duplicates, again.dead) == (16, 4, 0)
         finally:
             fresh._drop_connection()
-        assert count(db_url, "SELECT count(*) FROM events") == 93
+        assert count(db_url, "SELECT count(*) FROM events") == 103
+        assert count(db_url, "SELECT count(*) FROM dead_letters") == 0
     finally:
         writer._drop_connection()
+        other._drop_connection()
 
 
 def _plan(conn: psycopg.Connection, **params: object) -> str:

@@ -57,7 +57,9 @@ __all__ = ["Outcome", "Writer", "WriterSettings"]
 
 logger = logging.getLogger(__name__)
 
-_STAGE = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE events) ON COMMIT DELETE ROWS"
+#: Made afresh in each transaction that needs it (rare: a concurrent duplicate), so its
+#: ``body`` always has the type ``events.body`` has now (migration 0010 changed it).
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE events) ON COMMIT DROP"
 _COLUMNS = "(cabinet, seq, ts, id, type, compartment, body, received_at)"
 _COPY_EVENTS = f"COPY events {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _COPY = f"COPY ingest_stage {_COLUMNS} FROM STDIN (FORMAT BINARY)"
