@@ -139,7 +139,7 @@ def run_naive(mqtt_url: str, database_url: str, group: str) -> None:
             return
         cur = conn.execute(
             "INSERT INTO events (cabinet, seq, ts, id, type, compartment, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::json) ON CONFLICT DO NOTHING",
             (
                 m.cabinet,
                 m.seq,

@@ -47,6 +47,10 @@ _ORIGIN = datetime.fromisoformat("2000-01-03T00:00:00+00:00")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # One row per cabinet event and per operator action, with the site each belongs to.
+# events.body is json (migration 0010), audit_log.detail jsonb: the few operator rows
+# are cast, not every event row in the range. The events branch is served by
+# events_dedup (cabinet, ts, seq): one cabinet over a time range, or each of a site's
+# cabinets over it.
 _TRAIL = """
 SELECT * FROM (
     SELECT 'e:' || e.cabinet || ':' || e.seq || ':' || e.id AS id, 'cabinet' AS source,
@@ -59,7 +63,7 @@ SELECT * FROM (
       AND (%(at)s::timestamptz IS NULL OR e.ts <= %(at)s)
     UNION ALL
     SELECT 'o:' || lpad(a.id::text, 19, '0'), 'operator', a.at, a.action, t.site, t.cabinet,
-           t.compartment, a.actor, a.detail
+           t.compartment, a.actor, a.detail::json
     FROM audit_log a
     LEFT JOIN LATERAL (
         SELECT CASE a.target_kind

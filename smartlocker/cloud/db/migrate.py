@@ -45,8 +45,11 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-def migrate(url: str) -> list[str]:
-    """Apply what is missing; returns the versions applied now."""
+def migrate(url: str, *, upto: str | None = None) -> list[str]:
+    """Apply what is missing; returns the versions applied now.
+
+    ``upto`` stops after that version (tests build an older schema to upgrade).
+    """
     applied_now: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -58,6 +61,8 @@ def migrate(url: str) -> list[str]:
             )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for migration in available_migrations():
+                if upto is not None and migration.version > upto:
+                    break
                 if migration.version in done:
                     continue
                 logger.info("applying migration %s_%s", migration.version, migration.name)

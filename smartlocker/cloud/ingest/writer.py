@@ -57,12 +57,20 @@ __all__ = ["Outcome", "Writer", "WriterSettings"]
 
 logger = logging.getLogger(__name__)
 
-_STAGE = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE events) ON COMMIT DELETE ROWS"
+#: Made afresh in each transaction that needs it (rare: a concurrent duplicate), so its
+#: ``body`` always has the type ``events.body`` has now (migration 0010 changed it).
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE events) ON COMMIT DROP"
 _COLUMNS = "(cabinet, seq, ts, id, type, compartment, body, received_at)"
 _COPY_EVENTS = f"COPY events {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _COPY = f"COPY ingest_stage {_COLUMNS} FROM STDIN (FORMAT BINARY)"
-#: ``body`` goes as bytes already in jsonb's binary wire form (no re-encoding here).
+#: ``body`` goes as the payload's bytes, already in the column's binary wire form: for
+#: ``json`` (migration 0010) that is the text; for ``jsonb`` (before it) a version byte,
+#: then the text. No re-encoding here.
 _COPY_TYPES = ["text", "int8", "timestamptz", "text", "text", "text", "bytea", "timestamptz"]
+_BODY_TYPE = (
+    "SELECT atttypid::regtype::text FROM pg_attribute"
+    " WHERE attrelid = 'events'::regclass AND attname = 'body'"
+)
 _MOVE = (
     "INSERT INTO events (cabinet, seq, ts, id, type, compartment, body, received_at)"
     " SELECT cabinet, seq, ts, id, type, compartment, body, received_at"
@@ -176,6 +184,8 @@ class Writer:
         self._cursors = CursorStore()
         #: The cursors a batch writes, remembered once it commits.
         self._written: tuple[dict[str, Cursor], int] | None = None
+        #: What goes before a payload in ``events.body``'s binary form (see _body_prefix).
+        self._prefix: bytes | None = None
 
     # -- control (any thread) -----------------------------------------------------
 
@@ -239,6 +249,7 @@ class Writer:
         return self._conn
 
     def _drop_connection(self) -> None:
+        self._prefix = None
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -261,6 +272,7 @@ class Writer:
             except Exception:
                 self._touched.clear()
                 self._cursors.forget()
+                self._prefix = None  # events.body's type may have changed (a migration)
                 self.metrics.db_errors.inc()
                 logger.exception("batch of %d failed; retrying one by one", len(batch))
                 self._rollback()
@@ -489,13 +501,13 @@ class Writer:
         """
         if not fresh:
             return set()
+        prefix = self._body_prefix(conn)
         try:
             with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
                 copy.set_types(_COPY_TYPES)
                 write = copy.write_row
                 for r in fresh:
                     item = r.item
-                    # body: jsonb's binary form is a version byte, then the text.
                     write(
                         (
                             r.cabinet,
@@ -504,7 +516,7 @@ class Writer:
                             r.id,
                             r.type,
                             r.compartment,
-                            b"\x01" + item.payload,
+                            prefix + item.payload if prefix else item.payload,
                             item.received_at,
                         )
                     )
@@ -527,12 +539,23 @@ class Writer:
                             r.id,
                             r.type,
                             r.compartment,
-                            b"\x01" + item.payload,
+                            prefix + item.payload if prefix else item.payload,
                             item.received_at,
                         )
                     )
             cur.execute(_MOVE)
             return {(r[0], r[1], r[2]) for r in cur.fetchall()}
+
+    def _body_prefix(self, conn: psycopg.Connection[Any]) -> bytes:
+        """``b""`` for a ``json`` body, jsonb's version byte for ``jsonb``.
+
+        Asked once per connection (and again after a failed batch), so this
+        writer works before and after migration 0010 changes the column's type.
+        """
+        if self._prefix is None:
+            row = conn.execute(_BODY_TYPE).fetchone()
+            self._prefix = b"\x01" if row is not None and row[0] == "jsonb" else b""
+        return self._prefix
 
     def _write_telemetry(
         self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
