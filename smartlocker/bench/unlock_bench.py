@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -123,33 +124,54 @@ class _Probe:
 
 
 class _Client:
-    """One keep-alive HTTP connection (http.client): a light load generator.
+    """One keep-alive HTTP/1.1 connection: a light load generator.
 
     The bench's clients share the machine with what they measure; requests' own
-    per-call work (~1 ms of CPU) would be taken from the services under test.
+    per-call work (~1 ms of CPU) would be taken from the services under test. Each
+    request leaves in ONE write (``http.client`` writes the headers and the body
+    separately: the server cannot start before the second write arrives, and on a
+    busy machine the client's thread is not always scheduled at once between them).
     """
 
     def __init__(self, host: str, port: int, token: str) -> None:
-        self._conn = http.client.HTTPConnection(host, port, timeout=30)
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-        }
+        self._address = (host, port)
+        self._sock: socket.socket | None = None
+        self._head = (
+            f"Host: {host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        )
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        return sock
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
+        ).encode("ascii") + body
         for attempt in (1, 2):
             try:
-                self._conn.request("POST", path, body, self._headers)
-                response = self._conn.getresponse()
-                return response.status, response.read()
-            except (http.client.HTTPException, ConnectionError):
-                self._conn.close()  # the server closed a kept-alive connection: reconnect
+                sock = self._sock or self._connect()
+                sock.sendall(request)
+                response = http.client.HTTPResponse(sock, method="POST")
+                response.begin()
+                data = response.read()
+                if response.will_close:
+                    self.close()
+                return response.status, data
+            except (http.client.HTTPException, OSError):
+                self.close()  # the server closed a kept-alive connection: reconnect
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._conn.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def _percentile(values: list[float], q: float) -> float:
