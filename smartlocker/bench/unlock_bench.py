@@ -41,12 +41,13 @@ from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .cpu import CpuMeter
 
-__all__ = ["UnlockBenchConfig", "run_unlock_bench"]
+__all__ = ["CABINET_KINDS", "UnlockBenchConfig", "run_unlock_bench"]
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_USER = "cloud"
+CABINET_KINDS = ("agent", "fleet")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class UnlockBenchConfig:
     timescaledb: bool = True
     #: TCP_NODELAY on the agents' MQTT sockets (the agent does not set it itself).
     agent_nodelay: bool = False
+    #: "agent": real edge agents on mock pins (:mod:`.instant_cabinet`); "fleet": the
+    #: fleet simulator's in-memory cabinets (:mod:`.fleet_cabinets`).
+    cabinet_kind: str = "agent"
 
 
 class _Probe:
@@ -276,6 +280,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
     from smartlocker.cloud.api.auth import Role, create_key
     from smartlocker.cloud.db import detect_edition, migrate
 
+    if cfg.cabinet_kind not in CABINET_KINDS:
+        raise ValueError(f"cabinet_kind must be one of {CABINET_KINDS}, not {cfg.cabinet_kind!r}")
     smartlocker = str(Path(sys.executable).with_name("smartlocker"))
     work = Path(tempfile.mkdtemp(prefix="slbench-unlock-"))
     procs = _Processes()
@@ -357,6 +363,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         ).raise_for_status()
         targets: list[tuple[str, str]] = []
         configs: list[Path] = []
+        simulated: dict[str, Any] = {}
         for i in range(cfg.cabinets):
             cabinet = f"bench-{i}"
             ids = [f"C{j}" for j in range(cfg.compartments)]
@@ -372,6 +379,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             creds = r.json()["credentials"]
             public = work / f"{cabinet}.pub"
             public.write_text(creds["cloud_public_key_pem"])
+            simulated[cabinet] = {"password": creds["mqtt_password"], "compartments": ids}
             config = {
                 "cabinet": cabinet,
                 "mqtt_url": broker.url,
@@ -402,18 +410,30 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             path.write_text(_toml(config))
             configs.append(path)
             targets += [(cabinet, c) for c in ids]
-        with open(work / "cabinets.log", "wb") as log:
-            cabinets = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "smartlocker.bench.instant_cabinet",
-                    *(["--nodelay"] if cfg.agent_nodelay else []),
-                    *map(str, configs),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        if cfg.cabinet_kind == "fleet":
+            spec = work / "fleet.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "host": broker.host,
+                        "port": broker.port,
+                        "public_key": str(public),
+                        "door_open_s": 0.005,
+                        "cabinets": simulated,
+                    }
+                )
             )
+            command = [sys.executable, "-m", "smartlocker.bench.fleet_cabinets", str(spec)]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "smartlocker.bench.instant_cabinet",
+                *(["--nodelay"] if cfg.agent_nodelay else []),
+                *map(str, configs),
+            ]
+        with open(work / "cabinets.log", "wb") as log:
+            cabinets = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         procs.add(lambda: _stop_process(cabinets, signal.SIGTERM))
         _wait(
             lambda: all(
