@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,12 +41,13 @@ from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .cpu import CpuMeter
 
-__all__ = ["UnlockBenchConfig", "run_unlock_bench"]
+__all__ = ["CABINET_KINDS", "UnlockBenchConfig", "run_unlock_bench"]
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_USER = "cloud"
+CABINET_KINDS = ("agent", "fleet")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class UnlockBenchConfig:
     timescaledb: bool = True
     #: TCP_NODELAY on the agents' MQTT sockets (the agent does not set it itself).
     agent_nodelay: bool = False
+    #: "agent": real edge agents on mock pins (:mod:`.instant_cabinet`); "fleet": the
+    #: fleet simulator's in-memory cabinets (:mod:`.fleet_cabinets`).
+    cabinet_kind: str = "agent"
 
 
 class _Probe:
@@ -123,33 +128,54 @@ class _Probe:
 
 
 class _Client:
-    """One keep-alive HTTP connection (http.client): a light load generator.
+    """One keep-alive HTTP/1.1 connection: a light load generator.
 
     The bench's clients share the machine with what they measure; requests' own
-    per-call work (~1 ms of CPU) would be taken from the services under test.
+    per-call work (~1 ms of CPU) would be taken from the services under test. Each
+    request leaves in ONE write (``http.client`` writes the headers and the body
+    separately: the server cannot start before the second write arrives, and on a
+    busy machine the client's thread is not always scheduled at once between them).
     """
 
     def __init__(self, host: str, port: int, token: str) -> None:
-        self._conn = http.client.HTTPConnection(host, port, timeout=30)
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-        }
+        self._address = (host, port)
+        self._sock: socket.socket | None = None
+        self._head = (
+            f"Host: {host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        )
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        return sock
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
+        ).encode("ascii") + body
         for attempt in (1, 2):
             try:
-                self._conn.request("POST", path, body, self._headers)
-                response = self._conn.getresponse()
-                return response.status, response.read()
-            except (http.client.HTTPException, ConnectionError):
-                self._conn.close()  # the server closed a kept-alive connection: reconnect
+                sock = self._sock or self._connect()
+                sock.sendall(request)
+                response = http.client.HTTPResponse(sock, method="POST")
+                response.begin()
+                data = response.read()
+                if response.will_close:
+                    self.close()
+                return response.status, data
+            except (http.client.HTTPException, OSError):
+                self.close()  # the server closed a kept-alive connection: reconnect
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._conn.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -254,6 +280,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
     from smartlocker.cloud.api.auth import Role, create_key
     from smartlocker.cloud.db import detect_edition, migrate
 
+    if cfg.cabinet_kind not in CABINET_KINDS:
+        raise ValueError(f"cabinet_kind must be one of {CABINET_KINDS}, not {cfg.cabinet_kind!r}")
     smartlocker = str(Path(sys.executable).with_name("smartlocker"))
     work = Path(tempfile.mkdtemp(prefix="slbench-unlock-"))
     procs = _Processes()
@@ -335,6 +363,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         ).raise_for_status()
         targets: list[tuple[str, str]] = []
         configs: list[Path] = []
+        simulated: dict[str, Any] = {}
         for i in range(cfg.cabinets):
             cabinet = f"bench-{i}"
             ids = [f"C{j}" for j in range(cfg.compartments)]
@@ -350,6 +379,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             creds = r.json()["credentials"]
             public = work / f"{cabinet}.pub"
             public.write_text(creds["cloud_public_key_pem"])
+            simulated[cabinet] = {"password": creds["mqtt_password"], "compartments": ids}
             config = {
                 "cabinet": cabinet,
                 "mqtt_url": broker.url,
@@ -380,18 +410,30 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             path.write_text(_toml(config))
             configs.append(path)
             targets += [(cabinet, c) for c in ids]
-        with open(work / "cabinets.log", "wb") as log:
-            cabinets = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "smartlocker.bench.instant_cabinet",
-                    *(["--nodelay"] if cfg.agent_nodelay else []),
-                    *map(str, configs),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        if cfg.cabinet_kind == "fleet":
+            spec = work / "fleet.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "host": broker.host,
+                        "port": broker.port,
+                        "public_key": str(public),
+                        "door_open_s": 0.005,
+                        "cabinets": simulated,
+                    }
+                )
             )
+            command = [sys.executable, "-m", "smartlocker.bench.fleet_cabinets", str(spec)]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "smartlocker.bench.instant_cabinet",
+                *(["--nodelay"] if cfg.agent_nodelay else []),
+                *map(str, configs),
+            ]
+        with open(work / "cabinets.log", "wb") as log:
+            cabinets = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         procs.add(lambda: _stop_process(cabinets, signal.SIGTERM))
         _wait(
             lambda: all(

@@ -24,6 +24,13 @@ __all__ = ["unlock"]
 @click.option(
     "--agent-nodelay", is_flag=True, help="TCP_NODELAY on the agents' MQTT sockets (see docs)"
 )
+@click.option(
+    "--cabinet-kind",
+    type=click.Choice(["agent", "fleet"]),
+    default="agent",
+    show_default=True,
+    help="Real edge agents on mock pins, or the fleet simulator's in-memory cabinets",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
 def unlock(
     sequential: int,
@@ -35,9 +42,11 @@ def unlock(
     api_threads: int,
     plain_postgres: bool,
     agent_nodelay: bool,
+    cabinet_kind: str,
     out: Path | None,
 ) -> None:
-    """HTTP unlock → MQTT → real agents on mock pins → ack → ingest → HTTP answer."""
+    """HTTP unlock → MQTT → cabinets (real agents on mock pins, or the fleet simulator) →
+    ack → ingest → HTTP answer."""
     from smartlocker.bench.unlock_bench import UnlockBenchConfig, run_unlock_bench
 
     # SIGTERM stops the private services in order, like Ctrl-C.
@@ -54,6 +63,7 @@ def unlock(
             api_threads=api_threads,
             timescaledb=not plain_postgres,
             agent_nodelay=agent_nodelay,
+            cabinet_kind=cabinet_kind,
         ),
         out,
     )

@@ -228,3 +228,47 @@ def test_the_fleet_command_refuses_a_bad_key_clearly(tmp_path: Any) -> None:
     )
     assert result.exit_code == 2
     assert "not a PEM public key" in result.output
+
+
+def test_the_unlock_benchs_fleet_cabinets_answer_commands_and_stop_on_sigterm(
+    mqtt_broker: MosquittoBroker, tmp_path: Any
+) -> None:
+    """``python -m smartlocker.bench.fleet_cabinets SPEC`` (``bench unlock --cabinet-kind
+    fleet``): the cabinets of the spec, with their compartments, ack a signed command."""
+    import signal
+    import subprocess
+    import sys
+
+    from smartlocker.protocol import public_key_pem
+
+    (tmp_path / "cloud.pub").write_bytes(public_key_pem(KEY))
+    spec = {
+        "host": mqtt_broker.host,
+        "port": mqtt_broker.port,
+        "public_key": str(tmp_path / "cloud.pub"),
+        "door_open_s": 0.01,
+        "cabinets": {"bfc-1": {"password": "unused", "compartments": ["C0", "C1"]}},
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    with connected(mqtt_broker.host, mqtt_broker.port) as cloud:
+        cloud.subscribe(SCHEME.topic("bfc-1", Channel.STATUS))
+        cloud.subscribe(SCHEME.topic("bfc-1", Channel.ACKS))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smartlocker.bench.fleet_cabinets", str(tmp_path / "spec.json")]
+        )
+        try:
+            assert json.loads(cloud.expect(30).payload)["online"] is True
+            commands = SCHEME.topic("bfc-1", Channel.COMMANDS)
+            cloud.publish(commands, _unlock("bfc-1", 1, compartment="C1"))
+            cloud.publish(commands, _unlock("bfc-1", 2, compartment="A1"))  # not in the spec
+            acks = [json.loads(m.payload) for m in _messages(cloud, 2)]
+            assert [(a["compartment"], a["outcome"], a["reason"]) for a in acks] == [
+                ("C1", "opened", None),
+                ("A1", "rejected", "unknown_compartment"),
+            ]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
