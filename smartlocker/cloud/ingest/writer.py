@@ -85,6 +85,8 @@ class WriterSettings:
     writers: int = 2
     #: Whether this writer sweeps presence and runs the rules' ticks (one of them does).
     sweeps: bool = True
+    #: Acks on a writer of their own (.acklane), else urgent items of the batches.
+    ack_lane: bool = True
 
 
 @dataclass(slots=True)

@@ -1,0 +1,70 @@
+"""The ack lane: commands' acks committed by a writer of their own, behind no event.
+
+An API request may be waiting for an ack (``?wait=``: the NOTIFY of the command's
+outcome wakes it). On the normal path an ack waits for its batch (the batching
+delay) and for the writer of its cabinet, which may be busy committing that
+cabinet's events: a COPY, the rules, a commit. So the worker hands acks
+(``lockers/+/acks``) to this writer at once, with its own thread and database
+connection, and each PUBACK still goes out only after its ack committed.
+
+One transaction per batch of acks, in pipeline mode: ``BEGIN`` and each
+command's ``UPDATE … RETURNING`` in one round trip, the alerts it moves in a
+second, ``last_seen`` and ``COMMIT`` in a third (six before). Presence is
+touched last and without waiting (``SKIP LOCKED``): an events transaction of
+the same cabinet holds its presence rows until it commits (and is touching
+them itself, at nearly the same time), and a lane that held presence rows while
+waiting for an alert row could deadlock with it. Refused acks (malformed,
+another cabinet's, unknown cabinet) are dead letters with their reason, in the
+same transaction, as on the normal path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import presence
+from .deadletter import write_dead_letters
+from .intake import Inbound, Sorted, sort_batch
+from .writer import Outcome, Writer
+
+__all__ = ["AckLane", "is_ack_topic"]
+
+_ACKS_SUFFIX = "/acks"
+
+
+def is_ack_topic(topic: str) -> bool:
+    """Whether ``topic`` is an uplink acks topic (``{prefix}/{cabinet}/acks``)."""
+    return topic.endswith(_ACKS_SUFFIX)
+
+
+class AckLane(Writer):
+    """A :class:`Writer` for acks only: fewer round trips, no wait for presence rows.
+
+    Anything else that reaches it (a payload of another kind on an acks topic
+    decodes to a dead letter, so nothing should) goes the normal writer's way.
+    """
+
+    def _commit(self, batch: Sequence[Inbound], sorted_: Sorted | None = None) -> Outcome:
+        if sorted_ is None:
+            sorted_ = sort_batch(batch, self.topics)
+        if sorted_.events or sorted_.telemetry or sorted_.statuses or sorted_.reported:
+            return super()._commit(batch, sorted_)
+        started = time.perf_counter()
+        conn = self._connection()
+        now = self.clock()
+        outcome = Outcome(items=batch)
+        effects: list[Any] = []
+        with conn.pipeline(), conn.transaction():
+            self._refuse_unknown(conn, sorted_)
+            acks = sorted(sorted_.acks, key=lambda a: a.cabinet)
+            if acks:
+                effects.append(self.rules.on_lane_acks(conn, acks, now))
+                presence.touch_nowait(conn, (a.cabinet for a in acks), now)
+            write_dead_letters(conn, sorted_.dead)
+        outcome.dead = len(sorted_.dead)
+        outcome.committed_at = time.time()
+        self._account(sorted_, outcome, time.perf_counter() - started)
+        self._deliver(conn, effects)
+        return outcome
