@@ -20,9 +20,12 @@ same transaction, as on the normal path.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+
+import psycopg
 
 from . import presence
 from .deadletter import write_dead_letters
@@ -30,6 +33,8 @@ from .intake import Inbound, Sorted, sort_batch
 from .writer import Outcome, Writer
 
 __all__ = ["AckLane", "is_ack_topic"]
+
+logger = logging.getLogger(__name__)
 
 _ACKS_SUFFIX = "/acks"
 
@@ -46,6 +51,12 @@ class AckLane(Writer):
     decodes to a dead letter, so nothing should) goes the normal writer's way.
     """
 
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.settings.database_url, autocommit=True)
+            logger.info("ack lane connected to the database")
+        return self._conn
+
     def _commit(self, batch: Sequence[Inbound], sorted_: Sorted | None = None) -> Outcome:
         if sorted_ is None:
             sorted_ = sort_batch(batch, self.topics)
@@ -56,13 +67,24 @@ class AckLane(Writer):
         now = self.clock()
         outcome = Outcome(items=batch)
         effects: list[Any] = []
-        with conn.pipeline(), conn.transaction():
-            self._refuse_unknown(conn, sorted_)
-            acks = sorted(sorted_.acks, key=lambda a: a.cabinet)
-            if acks:
-                effects.append(self.rules.on_lane_acks(conn, acks, now))
-                presence.touch_nowait(conn, (a.cabinet for a in acks), now)
-            write_dead_letters(conn, sorted_.dead)
+        # BEGIN and COMMIT by hand on an autocommit connection: in pipeline mode
+        # ``conn.transaction()`` (or psycopg's implicit BEGIN) waits for its BEGIN,
+        # and before its COMMIT for the statements queued, two more round trips.
+        # Here BEGIN goes with the first statement, COMMIT with the last ones, in
+        # the pipeline's one Sync at its end; an error anywhere rolls back.
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                self._refuse_unknown(conn, sorted_)
+                acks = sorted(sorted_.acks, key=lambda a: a.cabinet)
+                if acks:
+                    effects.append(self.rules.on_lane_acks(conn, acks, now))
+                    presence.touch_nowait(conn, (a.cabinet for a in acks), now)
+                write_dead_letters(conn, sorted_.dead)
+                conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
         outcome.dead = len(sorted_.dead)
         outcome.committed_at = time.time()
         self._account(sorted_, outcome, time.perf_counter() - started)
