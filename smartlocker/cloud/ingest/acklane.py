@@ -32,16 +32,9 @@ from .deadletter import write_dead_letters
 from .intake import Inbound, Sorted, sort_batch
 from .writer import Outcome, Writer
 
-__all__ = ["AckLane", "is_ack_topic"]
+__all__ = ["AckLane"]
 
 logger = logging.getLogger(__name__)
-
-_ACKS_SUFFIX = "/acks"
-
-
-def is_ack_topic(topic: str) -> bool:
-    """Whether ``topic`` is an uplink acks topic (``{prefix}/{cabinet}/acks``)."""
-    return topic.endswith(_ACKS_SUFFIX)
 
 
 class AckLane(Writer):
