@@ -455,3 +455,29 @@ def test_an_ack_the_rules_refuse_is_a_dead_letter_and_the_others_commit(db_url: 
         [(good, "succeeded"), (bad, "sent")]
     )
     assert query(db_url, "SELECT reason FROM dead_letters") == [("processing_error",)]
+
+
+def test_acks_queued_behind_a_transaction_commit_together_after_it(db_url: str) -> None:
+    provision(db_url, ["cab-b"])
+    first, *rest = [_command(db_url, "cab-b") for _ in range(4)]
+    outcomes: list[Outcome] = []
+    lane = _lane(db_url, outcomes.append)
+    lane.start()
+    try:
+        with psycopg.connect(db_url) as blocker:
+            blocker.execute("SELECT 1 FROM commands WHERE id = %s FOR UPDATE", (first,))
+            for i, command in enumerate([first, *rest]):
+                ack = Ack(cabinet="cab-b", command_id=command, outcome=AckOutcome.OPENED)
+                lane.submit([_inbound(ack, "acks", i)])
+                if i == 0:
+                    wait_for(lambda: _waiting(db_url, "UPDATE commands"), what="the first ack")
+            time.sleep(0.2)
+            assert outcomes == []
+        wait_for(lambda: sum(len(o.items) for o in outcomes) == 4, what="all four committed")
+    finally:
+        lane.stop()
+    assert [len(o.items) for o in outcomes] == [1, 3]
+    assert [tok for o in outcomes for tok in (i.token for i in o.items)] == [
+        ("conn", i) for i in range(4)
+    ]
+    assert count(db_url, "SELECT count(*) FROM commands WHERE status = 'succeeded'") == 4

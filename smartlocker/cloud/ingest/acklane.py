@@ -21,6 +21,7 @@ same transaction, as on the normal path.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,30 @@ class AckLane(Writer):
     Anything else that reaches it (a payload of another kind on an acks topic
     decodes to a dead letter, so nothing should) goes the normal writer's way.
     """
+
+    def _next(self, timeout: float) -> tuple[list[Inbound], Sorted | None] | None:
+        """The acks queued while the last transaction ran, all in one batch.
+
+        Each read from the socket is submitted at once, so under load acks queue
+        up one by one behind the transaction in progress: one transaction for all
+        of them, not one each.
+        """
+        first = super()._next(timeout)
+        if first is None:
+            return None
+        batch, sorted_ = first
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._queue.put(None)  # stop, after this batch
+                break
+            if sorted_ is not None:
+                batch, sorted_ = list(batch), None  # decoded again, as one
+            batch += more[0]
+        return batch, sorted_
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

@@ -215,7 +215,7 @@ class Writer:
             while True:
                 timeout = max(0.05, self._next_sweep - time.monotonic())
                 try:
-                    queued = self._queue.get(timeout=timeout)
+                    queued = self._next(timeout)
                 except queue.Empty:
                     queued = ([], None)
                 if queued is None:
@@ -233,6 +233,10 @@ class Writer:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+    def _next(self, timeout: float) -> tuple[list[Inbound], Sorted | None] | None:
+        """The next queued batch (``None``: stop); ``queue.Empty`` after ``timeout``."""
+        return self._queue.get(timeout=timeout)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
