@@ -70,6 +70,7 @@ def cloud() -> None:
     "--ack-lane/--no-ack-lane",
     default=True,
     show_default=True,
+    envvar="SMARTLOCKER_INGEST_ACK_LANE",
     help="Commit acks on a writer of their own (one more connection), behind no events",
 )
 @click.option(

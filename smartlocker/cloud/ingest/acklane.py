@@ -24,9 +24,12 @@ import logging
 import queue
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
+
+from smartlocker.protocol import Ack
 
 from . import presence
 from .deadletter import write_dead_letters
@@ -69,6 +72,24 @@ class AckLane(Writer):
             batch += more[0]
         return batch, sorted_
 
+    def _due(self, acks: Sequence[Ack], now: datetime) -> list[str]:
+        """The cabinets whose ``ingest_presence`` row this lane has not touched lately.
+
+        ``last_seen`` there moves in steps of ``TOUCH_RESOLUTION`` (as on the normal
+        path, :meth:`Writer._write_presence`): one statement per ack spared.
+        """
+        step = presence.TOUCH_RESOLUTION
+        written = self._touched
+        if len(written) > 100_000:
+            written.clear()
+        due = []
+        for name in {a.cabinet for a in acks}:
+            w = written.get(name)
+            if w is None or now - w >= step or now < w:
+                written[name] = now
+                due.append(name)
+        return due
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.settings.database_url, autocommit=True)
@@ -97,7 +118,7 @@ class AckLane(Writer):
                 acks = sorted(sorted_.acks, key=lambda a: a.cabinet)
                 if acks:
                     effects.append(self.rules.on_lane_acks(conn, acks, now))
-                    presence.touch_nowait(conn, (a.cabinet for a in acks), now)
+                    presence.touch_nowait(conn, self._due(acks, now), now)
                 write_dead_letters(conn, sorted_.dead)
                 conn.execute("COMMIT")
         except BaseException:
