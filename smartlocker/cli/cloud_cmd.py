@@ -67,6 +67,13 @@ def cloud() -> None:
     help="Database writers (threads, one connection each), each for its share of the cabinets",
 )
 @click.option(
+    "--ack-lane/--no-ack-lane",
+    default=True,
+    show_default=True,
+    envvar="SMARTLOCKER_INGEST_ACK_LANE",
+    help="Commit acks on a writer of their own (one more connection), behind no events",
+)
+@click.option(
     "--heartbeat-timeout",
     default=90.0,
     show_default=True,
@@ -106,6 +113,7 @@ def ingest_cmd(
     batch_max: int,
     batch_delay: float,
     writers: int,
+    ack_lane: bool,
     heartbeat_timeout: float,
     flap_grace: float,
     clock_skew_limit: float,
@@ -137,6 +145,7 @@ def ingest_cmd(
     writer_settings = WriterSettings(
         database_url,
         writers=writers,
+        ack_lane=ack_lane,
         policy=PresencePolicy(
             heartbeat_timeout=timedelta(seconds=heartbeat_timeout),
             flap_grace=timedelta(seconds=flap_grace),

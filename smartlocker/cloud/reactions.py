@@ -69,7 +69,7 @@ from .rules.parcels import (
     record_pickup,
     record_return,
 )
-from .rules.presence import mark_offline, mark_online, touch
+from .rules.presence import mark_offline, mark_online, touch, touch_nowait
 
 __all__ = [
     "Effects",
@@ -77,6 +77,7 @@ __all__ = [
     "configure",
     "on_ack",
     "on_events",
+    "on_lane_acks",
     "on_reported",
     "on_silence",
     "on_status",
@@ -341,9 +342,32 @@ class Reactions:
         """Move the command to its outcome; alerts for a door that did not open."""
         effects = Effects()
         touch(conn, ack.cabinet, now=now)
+        self._ack_outcome(conn, ack, now, effects)
+        return effects
+
+    def on_lane_acks(
+        self, conn: psycopg.Connection[Any], acks: Sequence[Ack], now: datetime
+    ) -> Effects:
+        """:meth:`on_ack` for acks on ingest's ack lane, which waits for no event.
+
+        The commands and their alerts first, then ``last_seen`` last and without
+        waiting (:func:`.rules.presence.touch_nowait`): the lane's transaction then
+        never holds a presence row while it waits for another lock, so it cannot
+        deadlock with an events transaction that takes its cabinet's row first and
+        its alerts after; and an ack is not held up by such a transaction.
+        """
+        effects = Effects()
+        for ack in acks:
+            self._ack_outcome(conn, ack, now, effects)
+        touch_nowait(conn, [ack.cabinet for ack in acks], now=now)
+        return effects
+
+    def _ack_outcome(
+        self, conn: psycopg.Connection[Any], ack: Ack, now: datetime, effects: Effects
+    ) -> None:
         row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
         if row is None:
-            return effects
+            return
         if row.status is CommandStatus.SUCCEEDED:
             effects.alerts_cleared += clear_alerts(
                 conn,
@@ -371,7 +395,6 @@ class Reactions:
                 effects.alerts_raised.append(alert)
         else:
             logger.warning("command %s rejected by %s: %s", row.id, row.cabinet, ack.reason)
-        return effects
 
     def on_status(self, conn: psycopg.Connection[Any], status: Status, now: datetime) -> Effects:
         """Birth → online (and republish the desired state); last will → offline."""
@@ -560,6 +583,10 @@ def on_events(conn: psycopg.Connection[Any], events: Sequence[Event], now: datet
 
 def on_ack(conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Effects:
     return _rules().on_ack(conn, ack, now)
+
+
+def on_lane_acks(conn: psycopg.Connection[Any], acks: Sequence[Ack], now: datetime) -> Effects:
+    return _rules().on_lane_acks(conn, acks, now)
 
 
 def on_status(conn: psycopg.Connection[Any], status: Status, now: datetime) -> Effects:

@@ -13,6 +13,7 @@ import psycopg
 
 from smartlocker.protocol import TopicScheme
 
+from .acklane import AckLane
 from .intake import TopicCache
 from .metrics import IngestMetrics
 from .seam import Deliver, Rules
@@ -69,7 +70,23 @@ async def serve(
             return make_writers(callback)[0]
         return ShardedSink(make_writers, TopicCache(TopicScheme(settings.prefix)), callback)
 
-    worker = IngestWorker(settings, make_writer, metrics=metrics)
+    def make_ack_lane(callback: Callable[[Outcome], None]) -> Sink:
+        return AckLane(
+            replace(writer_settings, sweeps=False),
+            rules,
+            TopicCache(TopicScheme(settings.prefix)),
+            callback,
+            deliver=deliver if deliver_factory is not None else None,
+            metrics=metrics,
+            name="ingest-acks",
+        )
+
+    worker = IngestWorker(
+        settings,
+        make_writer,
+        metrics=metrics,
+        ack_lane_factory=make_ack_lane if writer_settings.ack_lane else None,
+    )
     if deliver_factory is not None:
         holder["d"] = deliver_factory(GmqttPublisher(worker, loop))
     if started is not None:

@@ -34,7 +34,7 @@ import psycopg
 
 from smartlocker.protocol import Status
 
-__all__ = ["PresencePolicy", "apply_statuses", "sweep", "touch"]
+__all__ = ["PresencePolicy", "apply_statuses", "sweep", "touch", "touch_nowait"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,27 @@ def touch(
         (names, [seen[n] for n in names], TOUCH_RESOLUTION),
     ).fetchall()
     return [(r[0], r[2]) for r in rows if r[1] is False]
+
+
+def touch_nowait(conn: psycopg.Connection[Any], cabinets: Iterable[str], now: datetime) -> None:
+    """:func:`touch` for the ack lane: rows that are free, of cabinets thought online.
+
+    A row locked by another transaction (an events batch of the cabinet, which
+    is touching it too) is skipped rather than waited for; a cabinet without a
+    row or thought offline is left to the normal path's :func:`touch`, which
+    creates or revives it with its next message. No result is read: in
+    pipeline mode this costs no round trip of its own.
+    """
+    names = sorted(set(cabinets))
+    if names:
+        conn.execute(
+            "UPDATE ingest_presence p SET last_seen = %s"
+            " FROM (SELECT cabinet FROM ingest_presence WHERE cabinet = ANY(%s::text[])"
+            " AND online IS NOT FALSE AND last_seen < %s"
+            " ORDER BY cabinet FOR NO KEY UPDATE SKIP LOCKED) AS free"
+            " WHERE p.cabinet = free.cabinet",
+            (now, names, now - TOUCH_RESOLUTION),
+        )
 
 
 def apply_statuses(

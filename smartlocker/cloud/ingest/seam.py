@@ -36,6 +36,9 @@ class Rules(Protocol):
         self, conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime
     ) -> Any: ...
     def on_ack(self, conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Any: ...
+    def on_lane_acks(
+        self, conn: psycopg.Connection[Any], acks: Sequence[Ack], now: datetime
+    ) -> Any: ...
     def on_status(self, conn: psycopg.Connection[Any], status: Status, now: datetime) -> Any: ...
     def on_reported(
         self, conn: psycopg.Connection[Any], reported: Reported, now: datetime
@@ -58,6 +61,11 @@ class NoRules:
         return None
 
     def on_ack(self, conn: psycopg.Connection[Any], ack: Ack, now: datetime) -> Any:
+        return None
+
+    def on_lane_acks(
+        self, conn: psycopg.Connection[Any], acks: Sequence[Ack], now: datetime
+    ) -> Any:
         return None
 
     def on_status(self, conn: psycopg.Connection[Any], status: Status, now: datetime) -> Any:

@@ -142,6 +142,7 @@ class IngestWorker:
         sink_factory: Callable[[Callable[[Outcome], None]], Sink],
         *,
         metrics: IngestMetrics | None = None,
+        ack_lane_factory: Callable[[Callable[[Outcome], None]], Sink] | None = None,
     ) -> None:
         self.settings = settings
         self.scheme = TopicScheme(settings.prefix)
@@ -149,6 +150,10 @@ class IngestWorker:
         self.metrics = metrics or IngestMetrics()
         self.address = BrokerAddress.parse(settings.mqtt_url)
         self._sink = sink_factory(self._committed_threadsafe)
+        #: Where acks go at once, unbatched (.acklane); None: they are urgent batch items.
+        self._ack_lane = (
+            ack_lane_factory(self._committed_threadsafe) if ack_lane_factory is not None else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: gmqtt.Client | None = None
         self._batcher: Batcher[Inbound] = Batcher(
@@ -170,6 +175,8 @@ class IngestWorker:
         """Connect (retrying), ingest until ``stop`` is set, then shut down in order."""
         self._loop = asyncio.get_running_loop()
         self._sink.start()
+        if self._ack_lane is not None:
+            self._ack_lane.start()
         client = self._make_client()
         self._client = client
         receipts = asyncio.ensure_future(self._receipt_loop(stop))
@@ -198,6 +205,8 @@ class IngestWorker:
         self._batcher.flush()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._sink.stop)
+        if self._ack_lane is not None:
+            await loop.run_in_executor(None, self._ack_lane.stop)
         await asyncio.sleep(0)  # let the last commits' acks run
         self._send_receipts()
         if self._connection_up():
@@ -335,6 +344,7 @@ class IngestWorker:
         token_of = conn
         items: list[Inbound] = []
         add = items.append
+        lane: list[Inbound] | None = [] if self._ack_lane is not None else None
         pos, n = 0, len(data)
         acked = 0
         urgent = False
@@ -343,7 +353,7 @@ class IngestWorker:
             i, length, mult = pos + 1, 0, 1
             while True:
                 if i >= n:
-                    self._take(items, acked, urgent)
+                    self._take(items, acked, urgent, lane)
                     return pos
                 byte = data[i]
                 i += 1
@@ -352,7 +362,7 @@ class IngestWorker:
                     break
                 mult *= 128
                 if mult > 2097152:
-                    self._take(items, acked, urgent)
+                    self._take(items, acked, urgent, lane)
                     return -1
             end = i + length
             if end > n:
@@ -373,7 +383,6 @@ class IngestWorker:
                     token = (token_of, (data[p] << 8) | data[p + 1])
                     p += 2
                     acked += 1
-                    urgent = urgent or topic.endswith(_ACKS_SUFFIX)
                 plen, mult = 0, 1
                 while p < end:
                     byte = data[p]
@@ -382,18 +391,29 @@ class IngestWorker:
                     mult *= 128
                     if not byte & 0x80:
                         break
+                if topic.endswith(_ACKS_SUFFIX):
+                    if lane is not None:
+                        lane.append(Inbound(topic, data[p + plen : end], _UNSTAMPED, token))
+                        pos = end
+                        continue
+                    urgent = True
                 add(Inbound(topic, data[p + plen : end], _UNSTAMPED, token))
             else:
                 conn.put_package(Package(cmd, data[i:end]))
             pos = end
         conn._last_data_in = time.monotonic()
-        self._take(items, acked, urgent)
+        self._take(items, acked, urgent, lane)
         return pos
 
-    def _take(self, items: list[Inbound], acked: int, urgent: bool) -> None:
+    def _take(
+        self, items: list[Inbound], acked: int, urgent: bool, lane: list[Inbound] | None
+    ) -> None:
+        self._unacked += acked
+        if lane:
+            # An ack may have an API request waiting for it: its own writer, at once.
+            self._to_ack_lane(lane)
         if items:
-            self._unacked += acked
-            # An ack may have an API request waiting for it: no batching delay.
+            # Without an ack lane, acks are urgent: no batching delay.
             self._batcher.extend(items, urgent=urgent)
 
     def _on_packet(self, cmd: int, packet: bytes) -> None:
@@ -437,13 +457,23 @@ class IngestWorker:
 
     def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
         self._unacked += 1
-        self._batcher.add(
-            Inbound(topic, payload, _UNSTAMPED, (self._handler.current_connection, mid)),
-            # An ack may have an API request waiting for it: no batching delay.
-            urgent=topic.endswith(_ACKS_SUFFIX),
-        )
+        item = Inbound(topic, payload, _UNSTAMPED, (self._handler.current_connection, mid))
+        ack = topic.endswith(_ACKS_SUFFIX)
+        if ack and self._ack_lane is not None:
+            self._to_ack_lane([item])
+            return
+        # An ack may have an API request waiting for it: no batching delay.
+        self._batcher.add(item, urgent=ack)
 
     # -- batches -------------------------------------------------------------------
+
+    def _to_ack_lane(self, acks: list[Inbound]) -> None:
+        assert self._ack_lane is not None
+        now = datetime.now(UTC)
+        for item in acks:
+            item.received_at = now
+        self.metrics.messages.inc(len(acks))
+        self._ack_lane.submit(acks)
 
     def _flush(self, batch: list[Inbound]) -> None:
         # received_at is the batch's: within batch_delay of each message, for far less.

@@ -93,6 +93,8 @@ class WriterSettings:
     writers: int = 2
     #: Whether this writer sweeps presence and runs the rules' ticks (one of them does).
     sweeps: bool = True
+    #: Acks on a writer of their own (.acklane), else urgent items of the batches.
+    ack_lane: bool = True
 
 
 @dataclass(slots=True)
@@ -223,7 +225,7 @@ class Writer:
             while True:
                 timeout = max(0.05, self._next_sweep - time.monotonic())
                 try:
-                    queued = self._queue.get(timeout=timeout)
+                    queued = self._next(timeout)
                 except queue.Empty:
                     queued = ([], None)
                 if queued is None:
@@ -241,6 +243,10 @@ class Writer:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+    def _next(self, timeout: float) -> tuple[list[Inbound], Sorted | None] | None:
+        """The next queued batch (``None``: stop); ``queue.Empty`` after ``timeout``."""
+        return self._queue.get(timeout=timeout)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
