@@ -24,6 +24,12 @@ __all__ = ["unlock"]
 @click.option(
     "--agent-nodelay", is_flag=True, help="TCP_NODELAY on the agents' MQTT sockets (see docs)"
 )
+@click.option(
+    "--door-open-ms",
+    default=0.0,
+    show_default=True,
+    help="ms from a lock's pulse to its door opening (0: as the lock is energised)",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
 def unlock(
     sequential: int,
@@ -35,6 +41,7 @@ def unlock(
     api_threads: int,
     plain_postgres: bool,
     agent_nodelay: bool,
+    door_open_ms: float,
     out: Path | None,
 ) -> None:
     """HTTP unlock → MQTT → real agents on mock pins → ack → ingest → HTTP answer."""
@@ -54,6 +61,7 @@ def unlock(
             api_threads=api_threads,
             timescaledb=not plain_postgres,
             agent_nodelay=agent_nodelay,
+            door_open_ms=door_open_ms,
         ),
         out,
     )
