@@ -80,3 +80,40 @@ def test_door_driver_runs_actions_in_time_order(driver) -> None:
     assert done.wait(5)
     assert seen == ["now", "early", "late"]
     assert threading.current_thread() is not driver._thread
+
+
+def test_instant_cabinet_process_takes_the_door_delay(
+    tmp_path, public_key_file, mqtt_broker, make_cloud, cabinet_id
+) -> None:
+    """``python -m smartlocker.bench.instant_cabinet --door-open-ms`` (what the bench runs)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.edge import toml_out
+    from tests.edge.conftest import config_dict
+
+    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url, cabinet=cabinet_id)
+    path = toml_out.write(tmp_path / "cabinet.toml", data)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartlocker.bench.instant_cabinet", "--door-open-ms", "30", path]
+    )
+    try:
+        cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+        command = cloud.unlock_command("a1")
+        cloud.send(command)
+        (ack,) = cloud.wait_ack(command.id)
+        assert ack.outcome == "opened"
+        (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
+        (opened,) = cloud.wait_event("door_opened", compartment="a1")
+        assert opened.granted is True
+        # The door opened 30 ms after the pulse (the event's clock; the pulse follows
+        # the `unlocked` event's timestamp).
+        assert (opened.ts - unlocked.ts).total_seconds() >= 0.030
+        cloud.wait_event("door_closed", compartment="a1")
+        assert not [e for e in cloud.events_of("alarm") if e.kind == "forced_open"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode == 0
