@@ -1,22 +1,30 @@
 """Real edge agents whose doors open the instant their locks are pulsed (for benchmarks).
 
 Each compartment's lock pin is a gpiozero mock pin wired to its door pin: energising
-the lock opens the door ``open_after`` later (1 ms: after the agent has recorded its
-grant, so the opening counts as granted) and closes it ``hold`` later. Nothing polls,
-unlike the simulator's world (a 5 ms loop), so the doors add next to no latency.
-Everything else is the real agent (signature and replay checks, SQLite outbox, acks,
-events). One process runs several agents:
+the lock opens the door ``open_after`` later (default 0: as the lock is energised)
+and closes it ``hold`` later. The door pins are driven by one thread per process
+(:class:`DoorDriver`), never by the thread that pulses the lock: the agent's door
+callback then waits for the cabinet's state lock, which the worker holds until it
+has recorded the grant, so even an instant opening counts as granted (a real door
+opens tens of milliseconds after the bolt moves). Nothing polls, unlike the
+simulator's world (a 5 ms loop), and no thread is started per pulse, so the doors
+add next to no latency. Everything else is the real agent (signature and replay
+checks, SQLite outbox, acks, events). One process runs several agents:
 
-    python -m smartlocker.bench.instant_cabinet CONFIG.toml [CONFIG.toml ...]
+    python -m smartlocker.bench.instant_cabinet [--door-open-ms MS] CONFIG.toml [...]
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import logging
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,48 +33,103 @@ from gpiozero.pins.mock import MockFactory, MockPin
 
 from smartlocker.edge_agent import Agent, AgentConfig, load_config
 
-__all__ = ["instant_factory", "main", "no_delay_connections"]
+__all__ = ["DoorDriver", "instant_factory", "main", "no_delay_connections"]
 
 logger = logging.getLogger(__name__)
 
+#: How long a door stays open (s) before the driver closes it again.
+HOLD_S = 0.005
+
+
+class DoorDriver:
+    """One daemon thread that drives door pins at given times (no thread per pulse)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bench-doors", daemon=True)
+        self._thread.start()
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` on the driver's thread at ``when`` (``time.monotonic``)."""
+        with self._cond:
+            heapq.heappush(self._due, (when, next(self._order), action))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the thread; actions still due are dropped."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                if self._closed:
+                    return
+                _, _, action = heapq.heappop(self._due)
+            try:
+                action()
+            except Exception:  # a door of an agent that stopped: keep driving the others
+                logger.exception("bench door action failed")
+
 
 class _LockPin(MockPin):  # type: ignore[misc]
-    """A lock output whose rising edge opens ``door`` shortly, then closes it."""
+    """A lock output whose rising edge opens ``door`` ``open_after`` later, then closes it."""
 
     def __init__(
         self,
         factory: Any,
         info: Any,
         door: Any = None,
-        open_after: float = 0.001,
-        hold: float = 0.005,
+        driver: DoorDriver | None = None,
+        open_after: float = 0.0,
+        hold: float = HOLD_S,
     ) -> None:
         super().__init__(factory, info)
         self.door = door
+        self.driver = driver
         self.open_after = open_after
         self.hold = hold
 
     def _change_state(self, value: Any) -> Any:
         changed = super()._change_state(value)
-        if value and self.door is not None:
-            timer = threading.Timer(self.open_after, self._open)
-            timer.daemon = True
-            timer.start()
+        if changed and value and self.door is not None and self.driver is not None:
+            opens = time.monotonic() + self.open_after
+            self.driver.at(opens, self.door.drive_high)
+            self.driver.at(opens + self.hold, self.door.drive_low)
         return changed
 
-    def _open(self) -> None:
-        self.door.drive_high()
-        timer = threading.Timer(self.hold, self.door.drive_low)
-        timer.daemon = True
-        timer.start()
 
+def instant_factory(
+    config: AgentConfig,
+    *,
+    open_after: float = 0.0,
+    hold: float = HOLD_S,
+    driver: DoorDriver | None = None,
+) -> MockFactory:
+    """Mock pins where each lock opens its door (sensor high = open) ``open_after`` s later.
 
-def instant_factory(config: AgentConfig) -> MockFactory:
-    """Mock pins where each lock opens its door (sensor high = open) right away."""
+    ``open_after`` 0 opens the door as the lock is energised; the agent still sees the
+    opening only once it has recorded the grant (see the module's docstring).
+    """
+    driver = driver or DoorDriver()
     factory = MockFactory()
     for c in config.compartments:
         door = factory.pin(c.door_pin)
-        factory.pin(c.lock_pin, pin_class=_LockPin, door=door)
+        factory.pin(
+            c.lock_pin,
+            pin_class=_LockPin,
+            door=door,
+            driver=driver,
+            open_after=open_after,
+            hold=hold,
+        )
     return factory
 
 
@@ -92,6 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("configs", nargs="+", type=Path)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--nodelay", action="store_true", help="TCP_NODELAY on MQTT sockets")
+    parser.add_argument(
+        "--door-open-ms",
+        type=float,
+        default=0.0,
+        help="ms from a lock's pulse to its door opening (0: at once)",
+    )
     args = parser.parse_args(argv)
     if args.nodelay:
         no_delay_connections()
@@ -99,9 +168,11 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     agents = []
+    driver = DoorDriver()
     for path in args.configs:
         config = load_config(path)
-        agent = Agent(config, pin_factory=instant_factory(config), kiosk=False)
+        factory = instant_factory(config, open_after=args.door_open_ms / 1000.0, driver=driver)
+        agent = Agent(config, pin_factory=factory, kiosk=False)
         agent.start()
         agents.append(agent)
     done = threading.Event()

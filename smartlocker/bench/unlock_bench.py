@@ -4,8 +4,10 @@ Everything runs privately on this machine: PostgreSQL with TimescaleDB (the
 repository's scripts), Mosquitto with passwords and the contract ACL, the API under
 gunicorn (``smartlocker cloud api``), ingest with the real rules (``smartlocker cloud
 ingest``), and real edge agents on mock pins whose doors open the instant the lock is
-pulsed (:mod:`.instant_cabinet`). Cabinets are provisioned through the API, which
-registers their passwords with the broker.
+pulsed (:mod:`.instant_cabinet`; ``door_open_ms`` later, default 0, so the cabinet leg
+is the agent's own work: a real door adds the bolt's and the person's time).
+Cabinets are provisioned through the API, which registers their passwords with the
+broker.
 
 Two phases, each request ``POST …/unlock?wait=5`` answered once the ack is ingested:
 
@@ -66,6 +68,10 @@ class UnlockBenchConfig:
     #: "agent": real edge agents on mock pins (:mod:`.instant_cabinet`); "fleet": the
     #: fleet simulator's in-memory cabinets (:mod:`.fleet_cabinets`).
     cabinet_kind: str = "agent"
+    #: ms from a lock's pulse to its door opening (0: as the lock is energised; the
+    #: agent still records the grant first, see :mod:`.instant_cabinet`). Agents only:
+    #: the fleet simulator acks an accepted command at once.
+    door_open_ms: float = 0.0
 
 
 class _Probe:
@@ -430,6 +436,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                 "-m",
                 "smartlocker.bench.instant_cabinet",
                 *(["--nodelay"] if cfg.agent_nodelay else []),
+                "--door-open-ms",
+                str(cfg.door_open_ms),
                 *map(str, configs),
             ]
         with open(work / "cabinets.log", "wb") as log:

@@ -31,6 +31,12 @@ __all__ = ["unlock"]
     show_default=True,
     help="Real edge agents on mock pins, or the fleet simulator's in-memory cabinets",
 )
+@click.option(
+    "--door-open-ms",
+    default=0.0,
+    show_default=True,
+    help="ms from a lock's pulse to its door opening (0: as the lock is energised)",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
 def unlock(
     sequential: int,
@@ -43,6 +49,7 @@ def unlock(
     plain_postgres: bool,
     agent_nodelay: bool,
     cabinet_kind: str,
+    door_open_ms: float,
     out: Path | None,
 ) -> None:
     """HTTP unlock → MQTT → cabinets (real agents on mock pins, or the fleet simulator) →
@@ -64,6 +71,7 @@ def unlock(
             timescaledb=not plain_postgres,
             agent_nodelay=agent_nodelay,
             cabinet_kind=cabinet_kind,
+            door_open_ms=door_open_ms,
         ),
         out,
     )

@@ -46,7 +46,8 @@ class Agent:
         self._pin_factory = pin_factory
         self._clock = clock
         self._with_kiosk = kiosk
-        self._inbox: queue.Queue[Delivery] = queue.Queue()
+        # SimpleQueue: the hand-off from paho's thread costs a few microseconds less.
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self.store: Store | None = None

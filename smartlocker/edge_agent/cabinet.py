@@ -220,17 +220,26 @@ class Cabinet:
     # -- events -------------------------------------------------------------------
 
     @contextmanager
-    def _batch(self) -> Iterator[None]:
-        """Writes inside commit together (one disk flush); the link hears of them after."""
+    def _kicks_held(self) -> Iterator[None]:
+        """The link hears of what was committed inside only at the end, once.
+
+        Around an unlock it lets the pulse come first: publishing the ``unlocked``
+        event (already committed) takes a while and need not delay the bolt.
+        """
         self._batching += 1
         try:
-            with self.store.atomic():
-                yield
+            yield
         finally:
             self._batching -= 1
         if not self._batching and self._kick_pending:
             self._kick_pending = False
             self.outlet.kick()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Writes inside commit together (one disk flush); the link hears of them after."""
+        with self._kicks_held(), self.store.atomic():
+            yield
 
     def _kick(self) -> None:
         """Tell the link something waits in the database (once it is committed)."""
@@ -308,8 +317,9 @@ class Cabinet:
     def _unlock(
         self, compartment: str, source: UnlockSource, command_id: str | None, parcel: str | None
     ) -> bool:
-        plan = self._plan_unlock(compartment, source, command_id, parcel)
-        return plan is not None and self._pulse(plan)
+        with self._kicks_held():  # `unlocked` is committed alone, announced after the pulse
+            plan = self._plan_unlock(compartment, source, command_id, parcel)
+            return plan is not None and self._pulse(plan)
 
     def _plan_unlock(
         self, compartment: str, source: UnlockSource, command_id: str | None, parcel: str | None
@@ -444,19 +454,21 @@ class Cabinet:
             self._reject(Rejected(reason, compartment, command_id, compartment, True, counter))
             return
         # Remembered (and the high-water mark raised) before the pulse: at most once.
-        # The command and its `unlocked` event commit together, before the lock moves.
-        with self._batch():
-            self.store.record_command(
-                command_id,
-                counter=counter,
-                compartment=compartment,
-                outcome=None,
-                ack=None,
-                now=time.time(),
-            )
-            plan = self._plan_unlock(compartment, UnlockSource.COMMAND, command_id, None)
-        if plan is None or not self._pulse(plan):
-            self._finish(command_id, compartment, AckOutcome.FAILED, "lock could not be pulsed")
+        # The command and its `unlocked` event commit together, before the lock moves;
+        # the link hears of them after the pulse.
+        with self._kicks_held():
+            with self._batch():
+                self.store.record_command(
+                    command_id,
+                    counter=counter,
+                    compartment=compartment,
+                    outcome=None,
+                    ack=None,
+                    now=time.time(),
+                )
+                plan = self._plan_unlock(compartment, UnlockSource.COMMAND, command_id, None)
+            if plan is None or not self._pulse(plan):
+                self._finish(command_id, compartment, AckOutcome.FAILED, "lock could not be pulsed")
 
     # -- desired state and receipts ---------------------------------------------------------
 

@@ -38,13 +38,19 @@ def default_pin_factory() -> Any:
 
 
 class Lock:
-    """A fail-secure solenoid lock, energised only in a bounded pulse."""
+    """A fail-secure solenoid lock, energised only in a bounded pulse.
+
+    One thread of the lock's own (started with the first pulse) ends every pulse at
+    its deadline: starting a timer thread per pulse cost a few hundred microseconds
+    on the way to the bolt (more when the interpreter is busy). The cabinet's tick
+    calls :meth:`watchdog` as well, should that thread ever be late.
+    """
 
     def __init__(self, config: CompartmentConfig, *, pin_factory: Any) -> None:
         self.compartment = config.id
         self.max_pulse_ms = config.max_pulse_ms
-        self._mutex = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._ender: threading.Thread | None = None
         self._deadline: float | None = None
         self._closed = False
         #: The lengths (ms) of the most recent pulses, as timed (never above the limit).
@@ -62,7 +68,7 @@ class Lock:
     @property
     def energised(self) -> bool:
         """Whether the lock is driven now (a closed lock is released, never driven)."""
-        with self._mutex:
+        with self._cond:
             return not self._closed and bool(self._device.value)
 
     def pulse(self, ms: int) -> int:
@@ -71,54 +77,67 @@ class Lock:
         Raises :class:`HardwareError` if a pulse is already running or the pin fails.
         """
         length = max(1, min(int(ms), self.max_pulse_ms))
-        with self._mutex:
+        with self._cond:
             if self._closed:
                 raise HardwareError(f"lock of {self.compartment} is closed")
-            if self._timer is not None:
+            if self._deadline is not None:
                 raise HardwareError(f"lock of {self.compartment} is already pulsing")
-            timer = threading.Timer(length / 1000.0, self._end_pulse)
-            timer.daemon = True
-            self._timer = timer
+            if self._ender is None:
+                self._ender = threading.Thread(
+                    target=self._end_pulses, name=f"lock-{self.compartment}", daemon=True
+                )
+                self._ender.start()
             self._deadline = time.monotonic() + length / 1000.0
             try:
                 self._device.on()
             except GPIOZeroError as exc:
                 self._off_locked()
                 raise HardwareError(f"lock of {self.compartment}: {exc}") from exc
-            timer.start()
+            self._cond.notify()
             self.recent_pulses.append(length)
-        logger.info("lock %s pulsed for %d ms", self.compartment, length)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("lock %s pulsed for %d ms", self.compartment, length)
         return length
 
     def watchdog(self) -> None:
-        """De-energise if a pulse outlived its deadline (a stalled timer thread)."""
-        with self._mutex:
+        """De-energise if a pulse outlived its deadline (a stalled pulse-ending thread)."""
+        with self._cond:
             if self._deadline is not None and time.monotonic() > self._deadline:
                 self._off_locked()
 
-    def _end_pulse(self) -> None:
-        with self._mutex:
-            self._off_locked()
+    def _end_pulses(self) -> None:
+        """The lock's own thread: de-energise at each pulse's deadline, until closed."""
+        with self._cond:
+            while not self._closed:
+                deadline = self._deadline
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is None or remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                try:
+                    self._off_locked()
+                except Exception:  # the pin failed: the next pulse still gets its end
+                    logger.exception("lock %s: de-energising failed", self.compartment)
 
     def _off_locked(self) -> None:
         try:
             self._device.off()
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None
             self._deadline = None
 
     def close(self) -> None:
         """De-energise and release the pin (idempotent)."""
-        with self._mutex:
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
+            self._cond.notify()
             try:
                 self._off_locked()
             finally:
                 self._device.close()
+        if self._ender is not None and self._ender is not threading.current_thread():
+            self._ender.join(1.0)
 
 
 class DoorSensor:

@@ -146,3 +146,35 @@ def test_no_pulse_at_boot_restart_or_sigterm(
     late.wait(lambda: bool(late.statuses), what="retained status")
     status, retained = late.statuses[-1]
     assert (status.online, retained) == (False, True)
+
+
+def test_pulses_are_ended_by_the_locks_own_thread_not_a_thread_each(
+    config, mock_factory, monkeypatch
+) -> None:
+    """No thread is started on the way to the bolt but the first; every pulse still ends."""
+    import threading
+
+    started: list[str] = []
+    original = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    comp = config.compartments[0]
+    lock = Lock(comp, pin_factory=mock_factory)
+    try:
+        for _ in range(5):
+            assert lock.pulse(5) == 5
+            deadline = time.monotonic() + 2
+            while lock.energised and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert not lock.energised
+    finally:
+        lock.close()
+    assert started == [f"lock-{comp.id}"]
+    assert not lock._ender.is_alive()  # close() ends the lock's thread too
+    durations = lock_pulses(mock_factory, comp.id)
+    assert len(durations) == 5
+    assert all(0.004 <= d <= 0.005 + JITTER_S for d in durations)

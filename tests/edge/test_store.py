@@ -175,7 +175,7 @@ class _WatchedLock(MockPin):
         return super()._change_state(value)
 
 
-def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after(
+def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after_it(
     tmp_path, public_key_file, cloud_key
 ) -> None:
     from tests.edge.cloud import Cloud
@@ -187,13 +187,16 @@ def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after
     _WatchedLock.path = str(config.database_path)
     factory = MockFactory()
     factory.pin(LOCK_PINS["a1"], pin_class=_WatchedLock)
-    kicks: list[int] = []
+    kicks: list[tuple[int, int]] = []
 
     class Outlet:
         def kick(self) -> None:
-            # What the link would publish now must already be committed.
+            # What the link would publish now must already be committed; and the
+            # pulse should not wait for the publishing (how many rising edges so far).
             db = sqlite3.connect(config.database_path)
-            kicks.append(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            kicks.append(
+                (db.execute("SELECT count(*) FROM outbox").fetchone()[0], len(_WatchedLock.seen))
+            )
             db.close()
 
         def send_unstored_ack(self, payload: bytes) -> None:
@@ -214,8 +217,9 @@ def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after
         cabinet.handle_command(encode(command.unlock_command("a1")))
         # At the rising edge both the command and its `unlocked` event were on disk.
         assert _WatchedLock.seen == [(1, 1)]
-        # One announcement for the pair, after their commit (boot + unlocked = 2 rows).
-        assert kicks == [2]
+        # One announcement for the pair, after their commit (boot + unlocked = 2 rows)
+        # and after the pulse.
+        assert kicks == [(2, 1)]
     finally:
         cabinet.close()
         store.close()

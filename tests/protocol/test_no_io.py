@@ -14,13 +14,16 @@ ALLOWED_TOP_LEVEL = {
     "__future__",
     "base64",
     "binascii",
+    "collections",
     "cryptography",
     "dataclasses",
     "datetime",
     "enum",
+    "functools",
     "hashlib",
     "hmac",
     "json",
+    "nacl",  # libsodium's Ed25519 verify (PyNaCl), when installed
     "pathlib",  # key loading accepts a path; reading it is the caller's choice
     "pydantic",
     "re",

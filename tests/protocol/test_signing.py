@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,34 @@ def test_keys_round_trip_through_pem_files(tmp_path: Path) -> None:
 def test_loading_a_non_private_key_gives_a_protocol_error(data: bytes) -> None:
     with pytest.raises(ProtocolError):
         load_private_key(data)
+
+
+def test_libsodium_verifies_when_installed() -> None:
+    """PyNaCl comes with the edge extra (and so with dev): the fast path is the one used."""
+    from smartlocker.protocol import signing
+
+    assert signing._SODIUM
+    verifier = signing._verifier(KEY.public_key())
+    assert verifier is signing._verifier(KEY.public_key())  # one VerifyKey per key, cached
+    assert verifier.__qualname__.startswith("_sodium_verifier")
+
+
+@pytest.mark.parametrize("sodium", [True, False], ids=["libsodium", "cryptography"])
+@settings(max_examples=50)
+@given(message=signed_messages)
+def test_both_verifiers_give_the_same_answers(message: Any, sodium: bool) -> None:
+    from smartlocker.protocol import signing
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(signing, "_SODIUM", sodium)
+        signed = sign(message, KEY)
+        payload = encode(signed)
+        verify_payload(payload, KEY.public_key())
+        with pytest.raises(BadSignature):
+            verify_payload(payload, OTHER_KEY.public_key())
+        assert signed.sig is not None
+        raw = base64.b64decode(signed.sig)
+        for bad in (raw[:-1], raw + b"\0", bytes(64), raw[:63] + bytes([raw[63] ^ 1])):
+            forged = payload.replace(signed.sig.encode(), base64.b64encode(bad))
+            with pytest.raises(BadSignature):
+                verify_payload(forged, KEY.public_key())

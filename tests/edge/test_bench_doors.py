@@ -1,0 +1,119 @@
+"""The unlock benchmark's instant doors (bench/instant_cabinet.py) with the real agent.
+
+A door that opens as the lock is energised must still count as granted: the door pin
+is driven from the driver's thread, whose door callback waits for the cabinet's state
+lock until the worker has recorded the grant. Driven from the pulsing thread itself
+(which holds that re-entrant lock) the opening would come before the grant and raise
+``forced_open``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from smartlocker.bench.instant_cabinet import DoorDriver, instant_factory
+from tests.edge.conftest import DOOR_PINS, LOCK_PINS
+
+
+@pytest.fixture
+def driver() -> Iterator[DoorDriver]:
+    d = DoorDriver()
+    yield d
+    d.close()
+
+
+def _rises(factory, pin: int) -> list[float]:
+    """Monotonic-ish times (s since the first recorded state) of each rising edge."""
+    states = factory.pin(pin).states
+    t, out = 0.0, []
+    for prev, cur in itertools.pairwise(states):
+        t += cur.timestamp
+        if cur.state and not prev.state:
+            out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("open_after", [0.0, 0.02])
+def test_instant_doors_open_as_granted_and_every_command_is_acked_opened(
+    mqtt_broker, make_config, agents, make_cloud, driver, open_after
+) -> None:
+    config = make_config(mqtt_broker.url)
+    factory = instant_factory(config, open_after=open_after, hold=0.01, driver=driver)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agents(config, pin_factory=factory, kiosk=False)
+    cloud.wait_event("boot")
+    cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+    compartments = list(LOCK_PINS)
+    for i in range(6):
+        cid = compartments[i % len(compartments)]
+        command = cloud.unlock_command(cid)
+        cloud.send(command)
+        (ack,) = cloud.wait_ack(command.id)
+        assert ack.outcome == "opened"
+        cloud.wait_event("door_closed", count=i // len(compartments) + 1, compartment=cid)
+    opened = cloud.wait_event("door_opened", count=6)
+    assert len(opened) == 6
+    assert all(e.granted for e in opened)
+    assert not [e for e in cloud.events_of("alarm") if e.kind == "forced_open"]
+    for cid in compartments:
+        lock_rises = _rises(factory, LOCK_PINS[cid])
+        door_rises = _rises(factory, DOOR_PINS[cid])
+        assert len(lock_rises) == len(door_rises) == 2
+        # The two pins' state lists start at slightly different times: allow for that.
+        for lock_at, door_at in zip(lock_rises, door_rises, strict=True):
+            assert door_at - lock_at >= open_after - 0.002
+
+
+def test_door_driver_runs_actions_in_time_order(driver) -> None:
+    import threading
+    import time
+
+    done = threading.Event()
+    seen: list[str] = []
+    now = time.monotonic()
+    driver.at(now + 0.03, lambda: (seen.append("late"), done.set()))
+    driver.at(now + 0.01, lambda: seen.append("early"))
+    driver.at(now, lambda: seen.append("now"))
+    assert done.wait(5)
+    assert seen == ["now", "early", "late"]
+    assert threading.current_thread() is not driver._thread
+
+
+def test_instant_cabinet_process_takes_the_door_delay(
+    tmp_path, public_key_file, mqtt_broker, make_cloud, cabinet_id
+) -> None:
+    """``python -m smartlocker.bench.instant_cabinet --door-open-ms`` (what the bench runs)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.edge import toml_out
+    from tests.edge.conftest import config_dict
+
+    data = config_dict(tmp_path / "data", public_key_file, mqtt_broker.url, cabinet=cabinet_id)
+    path = toml_out.write(tmp_path / "cabinet.toml", data)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartlocker.bench.instant_cabinet", "--door-open-ms", "30", path]
+    )
+    try:
+        cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+        command = cloud.unlock_command("a1")
+        cloud.send(command)
+        (ack,) = cloud.wait_ack(command.id)
+        assert ack.outcome == "opened"
+        (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
+        (opened,) = cloud.wait_event("door_opened", compartment="a1")
+        assert opened.granted is True
+        # The door opened 30 ms after the pulse (the event's clock; the pulse follows
+        # the `unlocked` event's timestamp).
+        assert (opened.ts - unlocked.ts).total_seconds() >= 0.030
+        cloud.wait_event("door_closed", compartment="a1")
+        assert not [e for e in cloud.events_of("alarm") if e.kind == "forced_open"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode == 0
