@@ -9,7 +9,7 @@ connection, and each PUBACK still goes out only after its ack committed.
 
 One transaction per batch of acks, in pipeline mode: ``BEGIN`` and each
 command's ``UPDATE … RETURNING`` in one round trip, the alerts it moves in a
-second, ``last_seen`` and ``COMMIT`` in a third (six before). Presence is
+second, ``last_seen`` and ``COMMIT`` in a third (five or six on the normal path). Presence is
 touched last and without waiting (``SKIP LOCKED``): an events transaction of
 the same cabinet holds its presence rows until it commits (and is touching
 them itself, at nearly the same time), and a lane that held presence rows while
