@@ -12,6 +12,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = ["Agent", "run_until_signal"]
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
+#: How long the worker lets waiting door edges take the state lock before it publishes.
+DOOR_FIRST_S = 0.05
 
 
 class Agent:
@@ -50,6 +53,8 @@ class Agent:
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        #: The worker committed something to send: it publishes once it left the lock.
+        self._kick_deferred = False
         self.store: Store | None = None
         self.cabinet: Cabinet | None = None
         self.link: Link | None = None
@@ -58,6 +63,9 @@ class Agent:
     # -- Outlet for the cabinet -------------------------------------------------
 
     def kick(self) -> None:
+        if threading.current_thread() is self._worker:
+            self._kick_deferred = True  # see _publish_deferred
+            return
         if self.link is not None:
             self.link.pump()
 
@@ -148,6 +156,31 @@ class Agent:
             except Exception:
                 # A bug or a failing disk must not stop the worker; the traceback is logged.
                 logger.exception("agent worker: %r failed", item and item[0])
+            if self._kick_deferred:
+                self._kick_deferred = False
+                self._publish_deferred(cabinet)
+
+    def _publish_deferred(self, cabinet: Cabinet) -> None:
+        """Publish what the worker committed, after it left the state lock.
+
+        Door edges go first: the opening that resolves the command just handled (a
+        door that opens at once, or one already open) records its event and ack
+        and publishes them, the ack first, instead of waiting while the worker
+        publishes the `unlocked` event. One yield of the interpreter lets a door
+        thread that is ready run; one already waiting for the lock is waited for,
+        for at most ``DOOR_FIRST_S``. Nothing committed waits longer for that: the
+        door's thread publishes whatever is committed, too.
+        """
+        time.sleep(0)
+        deadline = time.monotonic() + DOOR_FIRST_S
+        while cabinet.doors_waiting and time.monotonic() < deadline:
+            time.sleep(0)
+        try:
+            with cabinet.mutex:
+                if self.link is not None:
+                    self.link.pump()
+        except Exception:
+            logger.exception("agent worker: publishing failed")
 
     def _handle(self, item: Delivery) -> None:
         assert self.cabinet is not None

@@ -141,6 +141,9 @@ class Cabinet:
         self.clock: Clock = clock or SystemClock()
         self.outlet: Outlet = outlet or _NoOutlet()
         self.mutex = threading.RLock()
+        #: Door edges whose threads wait for :attr:`mutex` (see :attr:`doors_waiting`).
+        self._doors_waiting = 0
+        self._doors_waiting_lock = threading.Lock()
         self.monitor = DoorMonitor(list(config.compartments))
         self.locks: dict[str, Lock] = {}
         self.sensors: dict[str, DoorSensor] = {}
@@ -288,11 +291,25 @@ class Cabinet:
 
     # -- hardware inputs and time ----------------------------------------------------
 
+    @property
+    def doors_waiting(self) -> int:
+        """How many door edges wait for the state lock now (the worker lets them go first)."""
+        return self._doors_waiting
+
     def door_input(self, compartment: str, is_open: bool) -> None:
         """A door sensor edge (gpiozero's thread)."""
-        with self.mutex:
+        with self._doors_waiting_lock:
+            self._doors_waiting += 1
+        try:
+            self.mutex.acquire()
+        finally:
+            with self._doors_waiting_lock:
+                self._doors_waiting -= 1
+        try:
             if self._open:
                 self._apply(self.monitor.raw(compartment, is_open, self.clock.monotonic()))
+        finally:
+            self.mutex.release()
 
     def tick(self) -> None:
         """Time passed: debounce, grant windows, held-open, lock watchdog, telemetry."""

@@ -240,3 +240,105 @@ def test_door_changes_refresh_the_reported_snapshot_at_most_once_per_interval(
     )
     time.sleep(0.3)
     assert len(cloud.reported) == before + 2
+
+
+def test_a_door_edge_waiting_for_the_lock_is_recorded_and_acked_before_the_worker_publishes(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory, monkeypatch
+) -> None:
+    """The worker publishes what a command committed only after it left the state lock,
+    and lets a door edge that waits for the lock go first: the ack of a door that opens
+    at once leaves before the `unlocked` event, not after it."""
+    import json
+    import threading
+
+    from gpiozero.pins.mock import MockPin
+
+    import smartlocker.edge_agent.agent as agent_module
+    from smartlocker.edge_agent.link import Link
+    from tests.edge.conftest import LOCK_PINS
+
+    monkeypatch.setattr(agent_module, "DOOR_FIRST_S", 10.0)  # no bound in this test
+    door = mock_factory.pin(DOOR_PINS["a1"])
+    waiting = threading.Event()
+
+    class OpeningLock(MockPin):
+        """Energised: a door thread opens the door and waits for the state lock, which
+        the worker (pulsing) holds; the pulse returns once that thread waits."""
+
+        agent = None
+
+        def _change_state(self, value):
+            changed = super()._change_state(value)
+            if changed and value and self.agent is not None:
+                threading.Thread(target=door.drive_high, daemon=True).start()
+                deadline = time.monotonic() + 5
+                while self.agent.cabinet.doors_waiting < 1 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                if self.agent.cabinet.doors_waiting:
+                    waiting.set()
+            return changed
+
+    mock_factory.pin(LOCK_PINS["a1"], pin_class=OpeningLock)
+    published: list[tuple[str, dict]] = []
+    original = Link._publish
+
+    def recording(self, channel, payload):
+        published.append((channel.value, json.loads(payload)))
+        return original(self, channel, payload)
+
+    monkeypatch.setattr(Link, "_publish", recording)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(make_config(mqtt_broker.url))
+    OpeningLock.agent = agent
+    cloud.wait_event("boot")
+    cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    (ack,) = cloud.wait_ack(command.id)
+    assert waiting.is_set()
+    assert ack.outcome == "opened"
+    (opened,) = cloud.wait_event("door_opened", compartment="a1")
+    assert opened.granted is True
+    assert not [e for e in cloud.events_of("alarm") if e.kind == "forced_open"]
+    order = [
+        channel
+        for channel, body in published
+        if body.get("command_id") == command.id and channel in ("acks", "events")
+    ]
+    assert order == ["acks", "events"]  # the ack, then the `unlocked` event
+    close_door(mock_factory, "a1")
+
+
+def test_deferred_publishing_waits_for_waiting_door_edges_but_not_for_ever(
+    make_config, monkeypatch
+) -> None:
+    """The worker's wait for door edges (``Agent._publish_deferred``): it polls until no
+    edge waits for the lock, and gives up after ``DOOR_FIRST_S``."""
+    import threading
+
+    import smartlocker.edge_agent.agent as agent_module
+    from smartlocker.edge_agent import Agent
+
+    class Cabinet:
+        def __init__(self, waiting_polls: int) -> None:
+            self.mutex = threading.RLock()
+            self.left = waiting_polls
+            self.polls = 0
+
+        @property
+        def doors_waiting(self) -> int:
+            self.polls += 1
+            if self.left:
+                self.left -= 1
+                return 1
+            return 0
+
+    agent = Agent(make_config("mqtt://127.0.0.1:1"))  # never started: no link
+    cabinet = Cabinet(waiting_polls=20)
+    agent._publish_deferred(cabinet)  # type: ignore[arg-type]
+    assert cabinet.polls == 21
+    monkeypatch.setattr(agent_module, "DOOR_FIRST_S", 0.05)
+    stuck = Cabinet(waiting_polls=10**9)
+    started = time.monotonic()
+    agent._publish_deferred(stuck)  # type: ignore[arg-type]
+    assert 0.05 <= time.monotonic() - started < 2.0
