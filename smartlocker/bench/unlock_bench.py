@@ -2,10 +2,12 @@
 
 Everything runs privately on this machine: PostgreSQL with TimescaleDB (the
 repository's scripts), Mosquitto with passwords and the contract ACL, the API under
-gunicorn (``smartlocker cloud api``), ingest with the real rules (``smartlocker cloud
-ingest``), and real edge agents on mock pins whose doors open the instant the lock is
+gunicorn (``smartlocker cloud api``), ingest with the real rules and its production
+settings (``smartlocker cloud ingest``: acks on their own lane, events batched up to
+20 ms), and real edge agents on mock pins whose doors open the instant the lock is
 pulsed (:mod:`.instant_cabinet`; ``door_open_ms`` later, default 0, so the cabinet leg
-is the agent's own work: a real door adds the bolt's and the person's time).
+is the agent's own work: a real door adds the bolt's and the person's time), or with
+``cabinet_kind="fleet"`` the fleet simulator's in-memory cabinets (:mod:`.fleet_cabinets`).
 Cabinets are provisioned through the API, which registers their passwords with the
 broker.
 
@@ -349,8 +351,6 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                     "WARNING",
                     "cloud",
                     "ingest",
-                    "--batch-delay",
-                    "0.0005",
                     "--client-id",
                     "ingest-bench",
                 ],
