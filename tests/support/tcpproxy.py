@@ -5,20 +5,31 @@ while :meth:`TcpProxy.hold` is on, what the client sends is kept back (and dropp
 with the connection), while the server's bytes still reach the client. E.g. an
 ingest worker that committed an ack and wrote its PUBACK, which the broker never
 sees, as if the worker had been killed between its commit and its PUBACK.
+
+With ``server_chunks=(lo, hi)`` the server's bytes reach the client in pieces of
+``lo``..``hi`` bytes, each sent alone (TCP_NODELAY) after a short pause, so the
+client's reads end inside packets (e.g. inside an MQTT remaining-length varint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+import time
 
 __all__ = ["TcpProxy"]
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, server_chunks: tuple[int, int] | None = None
+    ) -> None:
         self._target = (target_host, target_port)
+        self._chunks = server_chunks
+        #: Pieces the server's bytes were cut into (with ``server_chunks``).
+        self.pieces = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self.host, self.port = self._server.getsockname()[:2]
         self._hold = threading.Event()
@@ -47,6 +58,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
@@ -58,7 +70,17 @@ class TcpProxy:
                 if from_client and self._hold.is_set():
                     self.held += len(data)
                     continue
-                dst.sendall(data)
+                if from_client or self._chunks is None:
+                    dst.sendall(data)
+                    continue
+                lo, hi = self._chunks
+                at = 0
+                while at < len(data):
+                    size = random.randint(lo, hi)
+                    dst.sendall(data[at : at + size])
+                    at += size
+                    self.pieces += 1
+                    time.sleep(0.0002)
         except OSError:
             pass
         finally:
