@@ -200,7 +200,7 @@ def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after
             db.close()
 
         def send_unstored_ack(self, payload: bytes) -> None:
-            pass
+            """Only refused forgeries are acked unstored; this test sends none."""
 
     cabinet = Cabinet(
         config,

@@ -66,28 +66,31 @@ class TcpProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
-            while data := src.recv(65536):
-                if from_client and self._hold.is_set():
-                    self.held += len(data)
-                    continue
-                if from_client or self._chunks is None:
-                    dst.sendall(data)
-                    continue
-                lo, hi = self._chunks
-                at = 0
-                while at < len(data):
-                    size = random.randint(lo, hi)
-                    dst.sendall(data[at : at + size])
-                    at += size
-                    self.pieces += 1
-                    time.sleep(0.0002)
-        except OSError:
-            pass
+            # A connection's end (reset, closed by the other side or by close()) ends it.
+            with contextlib.suppress(OSError):
+                self._forward(src, dst, from_client)
         finally:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+    def _forward(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        while data := src.recv(65536):
+            if from_client and self._hold.is_set():
+                self.held += len(data)
+                continue
+            if from_client or self._chunks is None:
+                dst.sendall(data)
+                continue
+            lo, hi = self._chunks
+            at = 0
+            while at < len(data):
+                size = random.randint(lo, hi)
+                dst.sendall(data[at : at + size])
+                at += size
+                self.pieces += 1
+                time.sleep(0.0002)
 
     def close(self) -> None:
         self._stopped.set()

@@ -24,12 +24,7 @@ import logging
 import queue
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
-
-import psycopg
-
-from smartlocker.protocol import Ack
 
 from . import presence
 from .deadletter import write_dead_letters
@@ -47,6 +42,9 @@ class AckLane(Writer):
     Anything else that reaches it (a payload of another kind on an acks topic
     decodes to a dead letter, so nothing should) goes the normal writer's way.
     """
+
+    #: BEGIN and COMMIT go inside the pipeline (see :meth:`_commit`).
+    AUTOCOMMIT = True
 
     def _next(self, timeout: float) -> tuple[list[Inbound], Sorted | None] | None:
         """The acks queued while the last transaction ran, all in one batch.
@@ -72,30 +70,6 @@ class AckLane(Writer):
             batch += more[0]
         return batch, sorted_
 
-    def _due(self, acks: Sequence[Ack], now: datetime) -> list[str]:
-        """The cabinets whose ``ingest_presence`` row this lane has not touched lately.
-
-        ``last_seen`` there moves in steps of ``TOUCH_RESOLUTION`` (as on the normal
-        path, :meth:`Writer._write_presence`): one statement per ack spared.
-        """
-        step = presence.TOUCH_RESOLUTION
-        written = self._touched
-        if len(written) > 100_000:
-            written.clear()
-        due = []
-        for name in {a.cabinet for a in acks}:
-            w = written.get(name)
-            if w is None or now - w >= step or now < w:
-                written[name] = now
-                due.append(name)
-        return due
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.settings.database_url, autocommit=True)
-            logger.info("ack lane connected to the database")
-        return self._conn
-
     def _commit(self, batch: Sequence[Inbound], sorted_: Sorted | None = None) -> Outcome:
         if sorted_ is None:
             sorted_ = sort_batch(batch, self.topics)
@@ -118,7 +92,8 @@ class AckLane(Writer):
                 acks = sorted(sorted_.acks, key=lambda a: a.cabinet)
                 if acks:
                     effects.append(self.rules.on_lane_acks(conn, acks, now))
-                    presence.touch_nowait(conn, self._due(acks, now), now)
+                    due = self._due_touches({a.cabinet for a in acks}, now)
+                    presence.touch_nowait(conn, due, now)
                 write_dead_letters(conn, sorted_.dead)
                 conn.execute("COMMIT")
         except BaseException:

@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -154,6 +154,9 @@ def _distinct_by_full_key(
 class Writer:
     """Owns the database connection; batches come in through :meth:`submit`."""
 
+    #: psycopg's transactions (False), or BEGIN/COMMIT sent by hand (the ack lane).
+    AUTOCOMMIT = False
+
     def __init__(
         self,
         settings: WriterSettings,
@@ -250,8 +253,8 @@ class Writer:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.settings.database_url, autocommit=False)
-            logger.info("writer connected to the database")
+            self._conn = psycopg.connect(self.settings.database_url, autocommit=self.AUTOCOMMIT)
+            logger.info("%s connected to the database", self._thread.name)
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -510,22 +513,7 @@ class Writer:
         prefix = self._body_prefix(conn)
         try:
             with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
-                copy.set_types(_COPY_TYPES)
-                write = copy.write_row
-                for r in fresh:
-                    item = r.item
-                    write(
-                        (
-                            r.cabinet,
-                            r.seq,
-                            r.ts,
-                            r.id,
-                            r.type,
-                            r.compartment,
-                            prefix + item.payload if prefix else item.payload,
-                            item.received_at,
-                        )
-                    )
+                _copy_rows(copy, fresh, prefix)
             return None
         except psycopg.errors.UniqueViolation:
             logger.info(
@@ -534,21 +522,7 @@ class Writer:
         with conn.cursor() as cur:
             conn.execute(_STAGE)
             with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                for r in fresh:
-                    item = r.item
-                    copy.write_row(
-                        (
-                            r.cabinet,
-                            r.seq,
-                            r.ts,
-                            r.id,
-                            r.type,
-                            r.compartment,
-                            prefix + item.payload if prefix else item.payload,
-                            item.received_at,
-                        )
-                    )
+                _copy_rows(copy, fresh, prefix)
             cur.execute(_MOVE)
             return {(r[0], r[1], r[2]) for r in cur.fetchall()}
 
@@ -592,33 +566,36 @@ class Writer:
         if new:
             effects.append(self.rules.on_telemetry(conn, new, now))
 
+    def _due_touches(self, cabinets: Iterable[str], now: datetime) -> list[str]:
+        """Those of ``cabinets`` whose ``last_seen`` this writer has not moved lately.
+
+        ``last_seen`` moves in steps of ``TOUCH_RESOLUTION``: one statement per
+        message spared. The chosen ones count as written from now.
+        """
+        step = presence.TOUCH_RESOLUTION
+        written = self._touched
+        if len(written) > 1_000_000:
+            written.clear()
+        due = [
+            name
+            for name in cabinets
+            if (w := written.get(name)) is None or now - w >= step or now < w
+        ]
+        written.update(dict.fromkeys(due, now))
+        return due
+
     def _write_presence(
         self, conn: psycopg.Connection[Any], s: Sorted, now: datetime, effects: list[Any]
     ) -> None:
         # Seen now, at receipt: never the cabinet's ``ts``. A cabinet whose clock runs
         # behind by more than the heartbeat timeout would otherwise look silent at
         # every sweep and flap offline and online while it is talking all the time.
-        seen: dict[str, datetime] = {}
+        seen: set[str] = set()
         for group in (s.telemetry, s.acks, s.reported):
-            for m in group:
-                seen[m.cabinet] = now
-        for r in s.events:
-            seen[r.cabinet] = now
-        for st in s.statuses:
-            if st.online:
-                seen[st.cabinet] = now
-        # last_seen moves in steps of TOUCH_RESOLUTION: skip what this worker wrote lately.
-        step = presence.TOUCH_RESOLUTION
-        written = self._touched
-        seen = {
-            k: min(v, now)
-            for k, v in seen.items()
-            if (w := written.get(k)) is None or v - w >= step or v < w
-        }
-        if len(written) > 1_000_000:
-            written.clear()
-        written.update(seen)
-        back = presence.touch(conn, seen)
+            seen.update(m.cabinet for m in group)
+        seen.update(r.cabinet for r in s.events)
+        seen.update(st.cabinet for st in s.statuses if st.online)
+        back = presence.touch(conn, dict.fromkeys(self._due_touches(seen, now), now))
         births = {st.cabinet for st in s.statuses if st.online}
         revived = [(name, at) for name, at in back if name not in births]
         for name, at in revived:
@@ -682,3 +659,24 @@ class Writer:
             now = outcome.committed_at
             for row in s.events[::8]:
                 m.publish_to_commit.observe(max(0.0, now - row.ts.timestamp()))
+
+
+def _copy_rows(copy: psycopg.Copy, rows: list[EventRow], prefix: bytes) -> None:
+    """Event rows into a binary COPY; ``body`` is the payload as received, after
+    ``prefix`` (jsonb's version byte while the column is jsonb, see _body_prefix)."""
+    copy.set_types(_COPY_TYPES)
+    write = copy.write_row
+    for r in rows:
+        item = r.item
+        write(
+            (
+                r.cabinet,
+                r.seq,
+                r.ts,
+                r.id,
+                r.type,
+                r.compartment,
+                prefix + item.payload if prefix else item.payload,
+                item.received_at,
+            )
+        )
