@@ -7,6 +7,8 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,9 +16,15 @@ from flask import Flask
 
 from smartlocker.cloud.api.auth import Role
 from smartlocker.cloud.api.keycache import KeyCache
+from smartlocker.cloud.api.ratelimit import RATE_LIMITED, count_hit
 from smartlocker.cloud.api.waiter import CHANNEL, CommandWaiter, parse_note
 from smartlocker.cloud.errors import NotFound
-from smartlocker.cloud.rules.commands import create_command, record_outcome
+from smartlocker.cloud.rules.commands import (
+    NO_COMPARTMENT,
+    create_command,
+    record_outcome,
+    send_create_command,
+)
 from smartlocker.protocol import AckOutcome, utcnow
 
 from .conftest import World, bearer, make_key
@@ -242,3 +250,114 @@ def test_the_first_unlock_of_a_window_forgets_the_old_windows_after_its_commit(
         )
         rows = conn.execute(buckets).fetchall()
         assert [(w, h) for w, h in rows] == [((start + timedelta(minutes=2)).replace(second=0), 1)]
+
+
+def _in_one_sync(conn: psycopg.Connection[Any], send: Callable[[], object]) -> None:
+    """BEGIN, what ``send`` queues, COMMIT: one pipeline, one Sync, nothing read between."""
+    with conn.pipeline():
+        conn.execute("BEGIN")
+        send()
+        conn.execute("COMMIT")
+
+
+def test_the_statements_refuse_by_themselves_so_commit_can_follow_unread(world: World) -> None:
+    """Past the limit, or with no compartment within the sites given, the statement
+    fails and takes its whole transaction with it (the COMMIT behind it does nothing)."""
+    now = utcnow()
+    window = timedelta(minutes=1)
+
+    def count() -> None:
+        count_hit(conn, "unlock:refusal", window=window, now=now, refuse_past=2)
+        send_create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
+
+    def create(cabinet: str, compartment: str, sites: list[str] | None) -> Callable[[], None]:
+        def send() -> None:
+            conn.execute(
+                "INSERT INTO audit_log (at, actor, action, target_kind, target)"
+                " VALUES (now(), 't', 'x', 'compartment', 'refused')"
+            )
+            send_create_command(
+                conn,
+                cabinet,
+                compartment,
+                reason="r",
+                actor="t",
+                now=now,
+                sites=sites,
+                refuse_missing=True,
+            )
+
+        return send
+
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        counter = "SELECT command_counter FROM cabinets WHERE id = 'cab-1'"
+        before = conn.execute(counter).fetchone()
+        assert before is not None
+        # the limit: two pass (each with its command), the third is refused by PostgreSQL
+        _in_one_sync(conn, count)
+        _in_one_sync(conn, count)
+        with pytest.raises(psycopg.Error) as refused:
+            _in_one_sync(conn, count)
+        assert refused.value.sqlstate == RATE_LIMITED
+        conn.rollback()
+        hits = "SELECT hits FROM api_rate_limits WHERE bucket = 'unlock:refusal'"
+        assert conn.execute(hits).fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
+        # the compartment: missing, or in a cabinet outside the sites given
+        for cabinet, compartment, sites in (
+            ("cab-1", "NOPE", None),
+            ("cab-1", "A1", ["s2"]),
+            ("no-such-cabinet", "A1", None),
+        ):
+            with pytest.raises(psycopg.Error) as missing:
+                _in_one_sync(conn, create(cabinet, compartment, sites))
+            assert missing.value.sqlstate == NO_COMPARTMENT
+            conn.rollback()
+        assert conn.execute(counter).fetchone() == (before[0] + 2,)
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
+        assert conn.execute(
+            "SELECT count(*) FROM audit_log WHERE target = 'refused'"
+        ).fetchone() == (0,)
+        # within its site it is created, in the same single round trip
+        _in_one_sync(conn, create("cab-1", "A1", ["s1"]))
+        assert conn.execute(counter).fetchone() == (before[0] + 3,)
+        assert conn.execute(
+            "SELECT count(*) FROM audit_log WHERE target = 'refused'"
+        ).fetchone() == (1,)
+
+
+def test_an_unlock_outside_the_keys_sites_is_no_cabinet_and_leaves_nothing(
+    world: World, make_app: Callable[..., Flask]
+) -> None:
+    c = make_app(pool_min=1, pool_max=2, unlocks_per_minute=100).test_client()
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        audits = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+        for url in (
+            "/api/v1/cabinets/cab-2/compartments/A1/unlock",  # site s2's cabinet
+            "/api/v1/cabinets/nowhere/compartments/A1/unlock",
+        ):
+            r = c.post(url, json={"reason": "not mine"}, headers=world.key("operator", "s1"))
+            assert r.status_code == 404, r.json
+            assert "no cabinet" in (r.json or {})["detail"]
+        r = c.post(
+            "/api/v1/cabinets/cab-1/compartments/ZZ/unlock",
+            json={"reason": "no such door"},
+            headers=world.key("operator", "s1"),
+        )
+        assert r.status_code == 404
+        assert "no compartment ZZ" in (r.json or {})["detail"]
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == audits
+        assert conn.execute(
+            "SELECT coalesce(sum(hits), 0) FROM api_rate_limits WHERE bucket LIKE 'unlock:%'"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext('cab-2'))", (0x5A4C0002,)
+        ).fetchone() == (True,)
+        # the same key opens its own site's cabinet
+        r = c.post(
+            "/api/v1/cabinets/cab-1/compartments/A1/unlock",
+            json={"reason": "mine"},
+            headers=world.key("operator", "s1"),
+        )
+        assert r.status_code == 202, r.json

@@ -2,7 +2,8 @@
 
 * :func:`hit` is a fixed-window counter (one atomic ``INSERT … ON CONFLICT DO UPDATE
   … RETURNING``), used for remote unlocks per API key; :func:`count_hit` sends the
-  same count without waiting for it (the unlock pipelines it with its command).
+  same count without waiting for it (the unlock pipelines it with its command, and
+  lets the statement itself refuse past the limit: :data:`RATE_LIMITED`).
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
   used, as the cabinet's kiosk does; a right code clears the subject.
@@ -22,11 +23,15 @@ import psycopg
 
 from .errors import RateLimited
 
-__all__ = ["CodeThrottle", "PendingHit", "count_hit", "hit", "lockout_for"]
+__all__ = ["RATE_LIMITED", "CodeThrottle", "PendingHit", "count_hit", "hit", "lockout_for"]
 
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(2000, 1, 1).astimezone()
+
+#: SQLSTATE of a count refused in the database (``smartlocker_refuse``, migration 0011):
+#: the transaction it belongs to is aborted, so the refused request counts nothing.
+RATE_LIMITED = "SL429"
 
 
 @dataclass(slots=True)
@@ -73,25 +78,41 @@ class PendingHit:
         """The count; raise :class:`RateLimited` past ``limit``."""
         hits = self.hits()
         if hits > limit:
-            seconds = self.window.total_seconds()
-            retry = (self.start + self.window - self.now).total_seconds()
-            raise RateLimited(
-                f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
-            )
+            raise self.exceeded(limit)
         return hits
+
+    def exceeded(self, limit: int) -> RateLimited:
+        """The error for a request past ``limit`` in this window."""
+        seconds = self.window.total_seconds()
+        retry = (self.start + self.window - self.now).total_seconds()
+        return RateLimited(
+            f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
+        )
 
 
 def count_hit(
-    conn: psycopg.Connection[Any], bucket: str, *, window: timedelta, now: datetime
+    conn: psycopg.Connection[Any],
+    bucket: str,
+    *,
+    window: timedelta,
+    now: datetime,
+    refuse_past: int | None = None,
 ) -> PendingHit:
-    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it."""
+    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it.
+
+    With ``refuse_past`` the statement fails with :data:`RATE_LIMITED` once the count
+    passes it, aborting the caller's transaction: a pipeline may then queue its
+    ``COMMIT`` without waiting to read the count (:meth:`PendingHit.exceeded` makes
+    the error to show).
+    """
     seconds = window.total_seconds()
     start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
     cursor = conn.execute(
         "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
         " ON CONFLICT (bucket, window_start)"
-        " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits",
-        (bucket, start),
+        " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits,"
+        " smartlocker_refuse(hits > %s, %s, 'rate limit reached')",
+        (bucket, start, refuse_past, RATE_LIMITED),
     )
     return PendingHit(conn, cursor, bucket, start, window, now)
 

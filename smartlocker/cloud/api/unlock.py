@@ -1,7 +1,7 @@
 """Opening a compartment through the API: command, audit, publish, optionally wait.
 
-The command row, its audit entry and the rate-limit count commit together (cloud-core's
-:func:`~smartlocker.cloud.downlink.create_unlock_command`); then
+The command row (:func:`~smartlocker.cloud.rules.commands.send_create_command`), its
+audit entry and the rate-limit count commit together, in one round trip; then
 :func:`~smartlocker.cloud.downlink.publish_command` signs and publishes it. With
 ``wait`` the request sleeps on the process's LISTEN thread until the command is
 final (the ack was ingested, in whichever process) or the wait is over.
@@ -17,9 +17,15 @@ from typing import Any
 
 import psycopg
 
-from smartlocker.cloud.downlink import create_unlock_command, publish_command
-from smartlocker.cloud.errors import NotFound
-from smartlocker.cloud.rules.commands import CommandRow, CommandStatus, get_command, mark_sent
+from smartlocker.cloud.downlink import publish_command
+from smartlocker.cloud.rules.commands import (
+    NO_COMPARTMENT,
+    CommandRow,
+    CommandStatus,
+    get_command,
+    mark_sent,
+    send_create_command,
+)
 from smartlocker.cloud.rules.fleet import audit
 from smartlocker.protocol import new_message_id
 
@@ -28,7 +34,8 @@ from .auth import Principal
 from .errors import ServiceUnavailable
 from .models import Command
 from .publisher import MqttPublishError
-from .ratelimit import count_hit
+from .ratelimit import RATE_LIMITED, count_hit
+from .scope import cabinet_site
 from .waiter import Note
 
 __all__ = ["FINAL", "command_model", "open_compartment"]
@@ -79,17 +86,21 @@ def open_compartment(
 ) -> tuple[Command, int]:
     """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``.
 
-    Two round trips to PostgreSQL before the publication and one after: the
-    per-cabinet lock, the rate-limit count, the audit row and the command travel
-    in one pipeline (one transaction), then COMMIT; after the PUBACK, the lock's
-    release and the ``sent`` mark go together. The answer to ``?wait`` comes from
-    the NOTIFY's payload (the outcome), without reading the row again.
+    One round trip to PostgreSQL before the publication and one after. Before: the
+    per-cabinet lock, ``BEGIN``, the rate-limit count, the audit row, the command
+    and ``COMMIT`` travel in one pipeline with one Sync; the statements refuse by
+    themselves (an error that aborts the transaction, migration 0011) past the rate
+    limit or without a compartment within the key's sites, so the ``COMMIT`` need
+    not wait for Python to read anything. After the PUBACK, the lock's release and
+    the ``sent`` mark go together. The answer to ``?wait`` comes from the NOTIFY's
+    payload (the outcome), without reading the row again.
     """
     s = state()
     keys = s.require_keys()
     publisher = s.require_publisher()
     now = s.clock()
     command_id = new_message_id()
+    limit = s.settings.unlocks_per_minute
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
@@ -108,8 +119,13 @@ def open_compartment(
                     )
                     locked = True
                     conn.execute("BEGIN")
+                    # The limit speaks first: counted before the command is looked for.
                     pending = count_hit(
-                        conn, f"unlock:{principal.key_id}", window=timedelta(minutes=1), now=now
+                        conn,
+                        f"unlock:{principal.key_id}",
+                        window=timedelta(minutes=1),
+                        now=now,
+                        refuse_past=limit,
                     )
                     audit(
                         conn,
@@ -120,30 +136,37 @@ def open_compartment(
                         now=now,
                         detail={"command": command_id, "reason": reason, "parcel": parcel},
                     )
-                    try:
-                        row = create_unlock_command(
-                            conn,
-                            cabinet,
-                            compartment,
-                            reason,
-                            principal.actor,
-                            now=now,
-                            parcel=parcel,
-                            purpose=purpose,
-                            command_id=command_id,
-                        )
-                    except NotFound:
-                        pending.check(s.settings.unlocks_per_minute)  # the limit speaks first
-                        raise
-                    pending.check(s.settings.unlocks_per_minute)
+                    created = send_create_command(
+                        conn,
+                        cabinet,
+                        compartment,
+                        reason=reason,
+                        actor=principal.actor,
+                        now=now,
+                        parcel=parcel,
+                        purpose=purpose,
+                        command_id=command_id,
+                        sites=principal.sites,
+                        refuse_missing=True,
+                    )
                     conn.execute("COMMIT")
-                    # After the commit, holding no row lock: its own little transaction.
-                    pending.forget_old_windows()
-            except BaseException:
+                row = created.row()
+            except psycopg.Error as exc:
                 # Refused or failed: nothing of it stays (no count, no audit, no counter).
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    conn.rollback()
+                _rollback(conn)
+                if exc.sqlstate == RATE_LIMITED:
+                    raise pending.exceeded(limit) from None
+                if exc.sqlstate == NO_COMPARTMENT:
+                    # Out of the key's sites, or no such cabinet: "no cabinet", as a
+                    # scoped lookup says; else the compartment is what is missing.
+                    cabinet_site(conn, principal, cabinet)
+                    raise created.missing() from None
                 raise
+            except BaseException:
+                _rollback(conn)
+                raise
+            # After the commit, holding no row lock: its own little transaction.
+            pending.forget_old_windows()
             if watch is not None:
                 watch.listen(row.id)
             try:
@@ -184,6 +207,11 @@ def open_compartment(
             return command_model(get_command(conn, row.id)), 202
     # Published: "sent", unless the ack overtook this line (then it says so next time).
     return command_model(replace(row, status=CommandStatus.SENT)), 202
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
 
 
 def _unlock(conn: psycopg.Connection[Any], cabinet: str) -> None:

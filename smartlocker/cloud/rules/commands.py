@@ -10,6 +10,7 @@ so a duplicate ack is harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,20 +25,27 @@ from ..errors import NotFound
 __all__ = [
     "COMMAND_TRANSITIONS",
     "COMMAND_TTL",
+    "NO_COMPARTMENT",
     "CommandRow",
     "CommandStatus",
+    "PendingCommand",
     "create_command",
     "expire_commands",
     "get_command",
     "mark_sent",
     "outcome_status",
     "record_outcome",
+    "send_create_command",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Commands are valid only briefly: a cabinet refuses them after ``expires``.
 COMMAND_TTL = timedelta(seconds=30)
+
+#: SQLSTATE of a command refused in the database because its compartment does not
+#: exist, or not within the sites given (``smartlocker_refuse``, migration 0011).
+NO_COMPARTMENT = "SL404"
 
 
 class CommandStatus(StrEnum):
@@ -108,18 +116,102 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
 
 
 _CREATE = (
-    # One statement (atomic by itself, one round trip): the compartment must exist,
-    # the cabinet's counter rises, the command gets it. No row: no such compartment.
+    # One statement (atomic by itself, one round trip): the compartment must exist (in
+    # one of the sites, if given), the cabinet's counter rises, the command gets it.
+    # No row: no such compartment.
     "WITH comp AS (SELECT 1 FROM compartments WHERE cabinet = %(cabinet)s"  # noqa: S608
     " AND id = %(compartment)s),"
     " counter AS (UPDATE cabinets SET command_counter = command_counter + 1"
-    " WHERE id = %(cabinet)s AND EXISTS (SELECT 1 FROM comp) RETURNING command_counter)"
+    " WHERE id = %(cabinet)s AND EXISTS (SELECT 1 FROM comp)"
+    " AND (%(sites)s::text[] IS NULL OR site = ANY(%(sites)s::text[]))"
+    " RETURNING command_counter)"
     " INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"
     " purpose, created_at, expires_at)"
     " SELECT %(id)s, %(cabinet)s, %(compartment)s, command_counter, %(reason)s, %(actor)s,"
     " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
     f" RETURNING {_COLUMNS}"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand:
+    """A command sent to the server whose row is read later (:func:`send_create_command`)."""
+
+    cursor: psycopg.Cursor[Any]
+    cabinet: str
+    compartment: str
+    purpose: str
+    actor: str
+
+    def missing(self) -> NotFound:
+        """The error for a compartment that does not exist (within the sites given)."""
+        return NotFound(
+            f"no compartment {self.compartment} in cabinet {self.cabinet}",
+            cabinet=self.cabinet,
+            compartment=self.compartment,
+        )
+
+    def row(self) -> CommandRow:
+        """The new command; :class:`NotFound` if it was not created."""
+        values = self.cursor.fetchone()
+        if values is None:
+            raise self.missing()
+        command = _row(values)
+        logger.info(
+            "command %s created: unlock %s/%s (%s, by %s)",
+            command.id,
+            self.cabinet,
+            self.compartment,
+            self.purpose,
+            self.actor,
+        )
+        return command
+
+
+def send_create_command(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    compartment: str,
+    *,
+    reason: str | None,
+    actor: str,
+    now: datetime,
+    parcel: str | None = None,
+    purpose: str = "operator",
+    ttl: timedelta = COMMAND_TTL,
+    command_id: str | None = None,
+    sites: Collection[str] | None = None,
+    refuse_missing: bool = False,
+) -> PendingCommand:
+    """Send the statements of :func:`create_command` without reading their result.
+
+    ``sites`` (None: any) limits the cabinets it may be created in. With
+    ``refuse_missing`` a missing compartment fails the transaction with
+    :data:`NO_COMPARTMENT` (a statement after the insert checks it), so that in
+    pipeline mode a ``COMMIT`` can follow at once.
+    """
+    command_id = command_id or new_message_id()
+    cursor = conn.execute(
+        _CREATE,
+        {
+            "id": command_id,
+            "cabinet": cabinet,
+            "compartment": compartment,
+            "reason": reason,
+            "actor": actor,
+            "parcel": parcel,
+            "purpose": purpose,
+            "now": now,
+            "expires": now + ttl,
+            "sites": None if sites is None else sorted(sites),
+        },
+    )
+    if refuse_missing:
+        conn.execute(
+            "SELECT smartlocker_refuse(NOT EXISTS (SELECT 1 FROM commands WHERE id = %s), %s, %s)",
+            (command_id, NO_COMPARTMENT, f"no compartment {compartment} in cabinet {cabinet}"),
+        )
+    return PendingCommand(cursor, cabinet, compartment, purpose, actor)
 
 
 def create_command(
@@ -134,42 +226,27 @@ def create_command(
     purpose: str = "operator",
     ttl: timedelta = COMMAND_TTL,
     command_id: str | None = None,
+    sites: Collection[str] | None = None,
 ) -> CommandRow:
     """A new unlock command (status ``created``) with the cabinet's next counter.
 
     ``command_id`` lets the caller name it beforehand (e.g. in an audit row written
-    in the same transaction); by default a new message id.
+    in the same transaction); by default a new message id. ``sites`` (None: any)
+    limits the cabinets it may be created in.
     """
-    row = conn.execute(
-        _CREATE,
-        {
-            "id": command_id or new_message_id(),
-            "cabinet": cabinet,
-            "compartment": compartment,
-            "reason": reason,
-            "actor": actor,
-            "parcel": parcel,
-            "purpose": purpose,
-            "now": now,
-            "expires": now + ttl,
-        },
-    ).fetchone()
-    if row is None:
-        raise NotFound(
-            f"no compartment {compartment} in cabinet {cabinet}",
-            cabinet=cabinet,
-            compartment=compartment,
-        )
-    command = _row(row)
-    logger.info(
-        "command %s created: unlock %s/%s (%s, by %s)",
-        command.id,
+    return send_create_command(
+        conn,
         cabinet,
         compartment,
-        purpose,
-        actor,
-    )
-    return command
+        reason=reason,
+        actor=actor,
+        now=now,
+        parcel=parcel,
+        purpose=purpose,
+        ttl=ttl,
+        command_id=command_id,
+        sites=sites,
+    ).row()
 
 
 def mark_sent(conn: psycopg.Connection[Any], command: str, *, now: datetime) -> bool:
