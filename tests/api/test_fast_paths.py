@@ -170,12 +170,16 @@ def test_a_waiter_gets_the_outcome_without_reading_again(world: World) -> None:
 def test_a_command_is_created_in_one_statement_or_not_at_all(world: World) -> None:
     now = utcnow()
     with psycopg.connect(world.url, autocommit=True) as conn:
-        before = conn.execute("SELECT command_counter FROM cabinets WHERE id = 'cab-1'").fetchone()
+        before = conn.execute(
+            "SELECT coalesce((SELECT counter FROM command_counters WHERE cabinet = 'cab-1'), 0)"
+        ).fetchone()
         with pytest.raises(NotFound):
             create_command(conn, "cab-1", "NOPE", reason="r", actor="t", now=now)
         with pytest.raises(NotFound):
             create_command(conn, "no-such-cabinet", "A1", reason="r", actor="t", now=now)
-        after = conn.execute("SELECT command_counter FROM cabinets WHERE id = 'cab-1'").fetchone()
+        after = conn.execute(
+            "SELECT coalesce((SELECT counter FROM command_counters WHERE cabinet = 'cab-1'), 0)"
+        ).fetchone()
         assert after == before  # a refused command takes no counter
         first = create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
         second = create_command(
@@ -290,7 +294,9 @@ def test_the_statements_refuse_by_themselves_so_commit_can_follow_unread(world: 
         return send
 
     with psycopg.connect(world.url, autocommit=True) as conn:
-        counter = "SELECT command_counter FROM cabinets WHERE id = 'cab-1'"
+        counter = (
+            "SELECT coalesce((SELECT counter FROM command_counters WHERE cabinet = 'cab-1'), 0)"
+        )
         before = conn.execute(counter).fetchone()
         assert before is not None
         # the limit: two pass (each with its command), the third is refused by PostgreSQL
@@ -361,3 +367,24 @@ def test_an_unlock_outside_the_keys_sites_is_no_cabinet_and_leaves_nothing(
             headers=world.key("operator", "s1"),
         )
         assert r.status_code == 202, r.json
+
+
+def test_creating_a_command_does_not_wait_for_ingest_holding_the_cabinet_row(
+    world: World,
+) -> None:
+    """Ingest keeps a cabinet's row locked from its presence update until its batch
+    commits; the command's counter lives elsewhere (migration 0012), so an unlock
+    does not queue behind that transaction."""
+    with (
+        psycopg.connect(world.url, autocommit=True) as ingest,
+        psycopg.connect(world.url, autocommit=True) as api,
+    ):
+        with ingest.transaction():
+            ingest.execute("UPDATE cabinets SET last_seen = now() WHERE id = 'cab-1'")
+            api.execute("SET lock_timeout = '2s'")
+            started = time.monotonic()
+            row = create_command(api, "cab-1", "A1", reason="r", actor="t", now=utcnow())
+            assert time.monotonic() - started < 1.0
+        assert api.execute(
+            "SELECT counter FROM command_counters WHERE cabinet = 'cab-1'"
+        ).fetchone() == (row.counter,)

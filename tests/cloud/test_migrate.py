@@ -36,3 +36,28 @@ def test_cli_migrate_gives_a_clear_error_for_an_unreachable_database() -> None:
     result = CliRunner().invoke(main, ["db", "migrate"], env={"SMARTLOCKER_DATABASE_URL": url})
     assert result.exit_code == 1
     assert "database error" in result.output
+
+
+def test_0012_carries_each_cabinets_command_counter_over(db_url: str) -> None:
+    """A cabinet refuses a counter at or below its high-water mark: after the move to
+    command_counters the next command must continue where the column left off."""
+    from smartlocker.cloud.rules.commands import create_command
+    from smartlocker.protocol import utcnow
+
+    migrate(db_url, upto="0011")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO sites (id, name) VALUES ('m', 'm')")
+        for cabinet, counter in (("used", 41), ("fresh", 0)):
+            conn.execute(
+                "INSERT INTO cabinets (id, site, command_counter) VALUES (%s, 'm', %s)",
+                (cabinet, counter),
+            )
+            conn.execute(
+                "INSERT INTO compartments (cabinet, id, size) VALUES (%s, 'A1', 's')", (cabinet,)
+            )
+    assert migrate(db_url) == [m.version for m in available_migrations() if m.version > "0011"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        now = utcnow()
+        used = create_command(conn, "used", "A1", reason=None, actor="t", now=now)
+        fresh = create_command(conn, "fresh", "A1", reason=None, actor="t", now=now)
+        assert (used.counter, fresh.counter) == (42, 1)

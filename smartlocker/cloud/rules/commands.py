@@ -117,17 +117,18 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
 
 _CREATE = (
     # One statement (atomic by itself, one round trip): the compartment must exist (in
-    # one of the sites, if given), the cabinet's counter rises, the command gets it.
-    # No row: no such compartment.
-    "WITH comp AS (SELECT 1 FROM compartments WHERE cabinet = %(cabinet)s"  # noqa: S608
-    " AND id = %(compartment)s),"
-    " counter AS (UPDATE cabinets SET command_counter = command_counter + 1"
-    " WHERE id = %(cabinet)s AND EXISTS (SELECT 1 FROM comp)"
-    " AND (%(sites)s::text[] IS NULL OR site = ANY(%(sites)s::text[]))"
-    " RETURNING command_counter)"
+    # one of the sites, if given), the cabinet's counter rises (a row of its own in
+    # command_counters, migration 0012: not the cabinets row ingest keeps locked),
+    # the command gets it. No row: no such compartment.
+    "WITH target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
+    " ON comp.cabinet = cab.id AND comp.id = %(compartment)s WHERE cab.id = %(cabinet)s"
+    " AND (%(sites)s::text[] IS NULL OR cab.site = ANY(%(sites)s::text[]))),"
+    " counter AS (INSERT INTO command_counters AS cc (cabinet, counter)"
+    " SELECT id, 1 FROM target ON CONFLICT (cabinet) DO UPDATE SET counter = cc.counter + 1"
+    " RETURNING counter)"
     " INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"
     " purpose, created_at, expires_at)"
-    " SELECT %(id)s, %(cabinet)s, %(compartment)s, command_counter, %(reason)s, %(actor)s,"
+    " SELECT %(id)s, %(cabinet)s, %(compartment)s, counter, %(reason)s, %(actor)s,"
     " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
     f" RETURNING {_COLUMNS}"
 )
