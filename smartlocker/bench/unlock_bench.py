@@ -19,7 +19,6 @@ Two phases, each request ``POST …/unlock?wait=5`` answered once the ack is ing
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -142,7 +141,8 @@ class _Client:
     per-call work (~1 ms of CPU) would be taken from the services under test. Each
     request leaves in ONE write (``http.client`` writes the headers and the body
     separately: the server cannot start before the second write arrives, and on a
-    busy machine the client's thread is not always scheduled at once between them).
+    busy machine the client's thread is not always scheduled at once between them),
+    and its answer is parsed straight off the socket (:func:`_read_response`).
     """
 
     def __init__(self, host: str, port: int, token: str) -> None:
@@ -168,13 +168,11 @@ class _Client:
             try:
                 sock = self._sock or self._connect()
                 sock.sendall(request)
-                response = http.client.HTTPResponse(sock, method="POST")
-                response.begin()
-                data = response.read()
-                if response.will_close:
+                status, data, close = _read_response(sock)
+                if close:
                     self.close()
-                return response.status, data
-            except (http.client.HTTPException, OSError):
+                return status, data
+            except OSError:
                 self.close()  # the server closed a kept-alive connection: reconnect
                 if attempt == 2:
                     raise
@@ -184,6 +182,40 @@ class _Client:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 response with a Content-Length: ``(status, body, server closes)``.
+
+    Read straight off the socket: ``http.client`` parses the headers with the email
+    package and reads them line by line, ~0.3 ms of the client's CPU per request
+    on these machines, counted in every round trip measured.
+    """
+    buffer = bytearray()
+    while (end := buffer.find(b"\r\n\r\n")) < 0:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" not in headers:
+        raise ConnectionError(f"a response without Content-Length: {lines[0][:80]!r}")
+    length = int(headers["content-length"])
+    body = buffer[end + 4 :]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-body")
+        body += chunk
+    close = headers.get("connection", "").lower() == "close" or parts[0] == "HTTP/1.0"
+    return int(parts[1]), bytes(body[:length]), close
 
 
 def _percentile(values: list[float], q: float) -> float:
