@@ -57,9 +57,23 @@ from smartlocker.protocol import (
 from .downlink import expire_commands, prune_desired_states
 from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
-from .rules.alerts import AlertKind, clear_alert, clear_alerts, raise_alert
+from .rules.alerts import (
+    AlertKind,
+    PendingClear,
+    clear_alert,
+    clear_alerts,
+    raise_alert,
+    send_clear_on_success,
+)
 from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
-from .rules.commands import CommandStatus, record_outcome
+from .rules.commands import (
+    CommandRow,
+    CommandStatus,
+    PendingOutcome,
+    outcome_status,
+    record_outcome,
+    send_outcome,
+)
 from .rules.lifecycle import Transition
 from .rules.notifications import send_reminders
 from .rules.parcels import (
@@ -134,6 +148,9 @@ _PURPOSE_OF_SOURCE = {
     UnlockSource.PICKUP_CODE: "pickup",
 }
 
+
+#: The alerts of its compartment an ack that moves a command to ``succeeded`` clears.
+_CLEARED_BY_SUCCESS = (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED)
 
 #: The event types that change state here (the rest need no savepoint at all).
 _MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
@@ -342,7 +359,8 @@ class Reactions:
         """Move the command to its outcome; alerts for a door that did not open."""
         effects = Effects()
         touch(conn, ack.cabinet, now=now)
-        self._ack_outcome(conn, ack, now, effects)
+        row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
+        self._ack_outcome(conn, ack, now, effects, row)
         return effects
 
     def on_lane_acks(
@@ -350,32 +368,64 @@ class Reactions:
     ) -> Effects:
         """:meth:`on_ack` for acks on ingest's ack lane, which waits for no event.
 
-        The commands and their alerts first, then ``last_seen`` last and without
-        waiting (:func:`.rules.presence.touch_nowait`): the lane's transaction then
-        never holds a presence row while it waits for another lock, so it cannot
-        deadlock with an events transaction that takes its cabinet's row first and
-        its alerts after; and an ack is not held up by such a transaction.
+        For a connection in pipeline mode, in two round trips where it can. First
+        every command's outcome is sent (:func:`.rules.commands.send_outcome`) and,
+        for an ack that means ``succeeded``, the clearing of its compartment's
+        alerts, before its outcome is known (:func:`.rules.alerts.send_clear_on_success`:
+        it clears only if that very ack moved the command); then the results are
+        read, in the acks' order, and what follows from them is done as
+        :meth:`on_ack` does it (notifications, alerts of failed commands). An ack
+        that means ``succeeded`` after one that means ``failed`` of the same cabinet
+        clears its alerts only then, as on the normal path: the failed one's alert
+        may be of its compartment.
+
+        ``last_seen`` goes last and without waiting
+        (:func:`.rules.presence.touch_nowait`): the lane's transaction then never
+        holds a presence row while it waits for another lock, so it cannot deadlock
+        with an events transaction that takes its cabinet's row first and its alerts
+        after; and an ack is not held up by such a transaction.
         """
         effects = Effects()
+        sent: list[tuple[Ack, PendingOutcome, PendingClear | None]] = []
+        failing: set[str] = set()
         for ack in acks:
-            self._ack_outcome(conn, ack, now, effects)
+            moved = send_outcome(
+                conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now
+            )
+            cleared = None
+            status = outcome_status(ack.outcome)
+            if status is CommandStatus.SUCCEEDED and ack.cabinet not in failing:
+                cleared = send_clear_on_success(
+                    conn, ack.command_id, ack.cabinet, _CLEARED_BY_SUCCESS, now=now
+                )
+            elif status is CommandStatus.FAILED:
+                failing.add(ack.cabinet)
+            sent.append((ack, moved, cleared))
+        for ack, moved, cleared in sent:  # the first read waits for all of them
+            self._ack_outcome(conn, ack, now, effects, moved.row(), cleared)
         touch_nowait(conn, [ack.cabinet for ack in acks], now=now)
         return effects
 
     def _ack_outcome(
-        self, conn: psycopg.Connection[Any], ack: Ack, now: datetime, effects: Effects
+        self,
+        conn: psycopg.Connection[Any],
+        ack: Ack,
+        now: datetime,
+        effects: Effects,
+        row: CommandRow | None,
+        cleared: PendingClear | None = None,
     ) -> None:
-        row = record_outcome(conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now)
+        """What the ack's outcome ``row`` means; ``cleared``: its alerts, cleared already."""
+        if cleared is not None:
+            # Nothing unless this ack moved its command to succeeded (then row says so).
+            effects.alerts_cleared += cleared.cleared()
         if row is None:
             return
         if row.status is CommandStatus.SUCCEEDED:
-            effects.alerts_cleared += clear_alerts(
-                conn,
-                row.cabinet,
-                (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED),
-                now=now,
-                compartment=row.compartment,
-            )
+            if cleared is None:
+                effects.alerts_cleared += clear_alerts(
+                    conn, row.cabinet, _CLEARED_BY_SUCCESS, now=now, compartment=row.compartment
+                )
         elif row.status is CommandStatus.FAILED:
             kind = (
                 AlertKind.UNLOCK_FAILED

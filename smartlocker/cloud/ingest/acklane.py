@@ -7,9 +7,15 @@ cabinet's events: a COPY, the rules, a commit. So the worker hands acks
 (``lockers/+/acks``) to this writer at once, with its own thread and database
 connection, and each PUBACK still goes out only after its ack committed.
 
-One transaction per batch of acks, in pipeline mode: ``BEGIN`` and each
-command's ``UPDATE … RETURNING`` in one round trip, the alerts it moves in a
-second, ``last_seen`` and ``COMMIT`` in a third (five or six on the normal path). Presence is
+One transaction per batch of acks, in pipeline mode, in two round trips when
+the acks succeed (five or six on the normal path): ``BEGIN``, each command's
+``UPDATE … RETURNING`` and, for an ``opened`` ack, the clearing of its
+compartment's alerts (which clears only if that ack moved the command to
+``succeeded``: ``rules.alerts.send_clear_on_success``) in the first;
+``last_seen``, dead letters and ``COMMIT`` in the second. What the results call
+for is done between the two, at the cost it has on the normal path: the webhook
+notification of a cleared alert, the alert of a failed command. (Looking up a
+cabinet, once a minute, costs two more.) Presence is
 touched last and without waiting (``SKIP LOCKED``): an events transaction of
 the same cabinet holds its presence rows until it commits (and is touching
 them itself, at nearly the same time), and a lane that held presence rows while
@@ -83,8 +89,9 @@ class AckLane(Writer):
         # BEGIN and COMMIT by hand on an autocommit connection: in pipeline mode
         # ``conn.transaction()`` (or psycopg's implicit BEGIN) waits for its BEGIN,
         # and before its COMMIT for the statements queued, two more round trips.
-        # Here BEGIN goes with the first statement, COMMIT with the last ones, in
-        # the pipeline's one Sync at its end; an error anywhere rolls back.
+        # Here BEGIN goes with the acks' statements, whose results the rules read
+        # all at once (one round trip), and COMMIT with the last ones, in the
+        # pipeline's Sync at its end; an error anywhere rolls back.
         try:
             with conn.pipeline():
                 conn.execute("BEGIN")

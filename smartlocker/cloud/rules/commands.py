@@ -29,6 +29,7 @@ __all__ = [
     "CommandRow",
     "CommandStatus",
     "PendingCommand",
+    "PendingOutcome",
     "create_command",
     "expire_commands",
     "get_command",
@@ -36,6 +37,7 @@ __all__ = [
     "outcome_status",
     "record_outcome",
     "send_create_command",
+    "send_outcome",
 ]
 
 logger = logging.getLogger(__name__)
@@ -269,18 +271,51 @@ def record_outcome(
     now: datetime,
 ) -> CommandRow | None:
     """Apply an ack; returns the updated row, or None (unknown, other cabinet, or final)."""
+    return send_outcome(conn, command, cabinet, outcome, reason, now=now).row()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutcome:
+    """An ack's outcome sent to the server whose row is read later (:func:`send_outcome`)."""
+
+    cursor: psycopg.Cursor[Any]
+    command: str
+    cabinet: str
+
+    def row(self) -> CommandRow | None:
+        """The updated command, or None (unknown, other cabinet, or final)."""
+        values = self.cursor.fetchone()
+        if values is None:
+            logger.info(
+                "ack for command %s of %s ignored (unknown or final)", self.command, self.cabinet
+            )
+            return None
+        return _row(values)
+
+
+def send_outcome(
+    conn: psycopg.Connection[Any],
+    command: str,
+    cabinet: str,
+    outcome: AckOutcome | str,
+    reason: str | None,
+    *,
+    now: datetime,
+) -> PendingOutcome:
+    """Send the statement of :func:`record_outcome` without reading its result.
+
+    In pipeline mode nothing waits for the row until it is read, so the statements
+    that follow go in the same round trip (ingest's ack lane).
+    """
     status = outcome_status(outcome)
     allowed_from = [src.value for (src, dst) in COMMAND_TRANSITIONS if dst is status]
-    row = conn.execute(
+    cursor = conn.execute(
         "UPDATE commands SET status = %s, outcome = %s, outcome_reason = %s, finished_at = %s"  # noqa: S608 (constant column list)
         " WHERE id = %s AND cabinet = %s AND status = ANY(%s)"
         f" RETURNING {_COLUMNS}",
         (status.value, AckOutcome(outcome).value, reason, now, command, cabinet, allowed_from),
-    ).fetchone()
-    if row is None:
-        logger.info("ack for command %s of %s ignored (unknown or final)", command, cabinet)
-        return None
-    return _row(row)
+    )
+    return PendingOutcome(cursor, command, cabinet)
 
 
 def expire_commands(conn: psycopg.Connection[Any], now: datetime) -> list[CommandRow]:
