@@ -232,30 +232,48 @@ class Reactions:
         kind: str,
         parcel: str | None,
         at: datetime,
+        *,
+        unlocked: bool = False,
     ) -> None:
         conn.execute(
             "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
-            " grant_opened = false WHERE cabinet = %s AND id = %s",
-            (kind, parcel, at, cabinet, compartment),
+            " grant_opened = false, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END"
+            " WHERE cabinet = %s AND id = %s",
+            (kind, parcel, at, unlocked, cabinet, compartment),
         )
 
     def _unlocked(self, conn: psycopg.Connection[Any], event: Unlocked, at: datetime) -> None:
+        """The lock is open, and the grant says why: one statement.
+
+        A command's grant is its purpose and parcel (read in the same statement; an
+        unknown command is an operator's opening), a code's its kind and parcel.
+        """
+        if event.source is UnlockSource.COMMAND:
+            conn.execute(
+                "UPDATE compartments c SET lock = 'unlocked',"
+                " grant_kind = coalesce(cmd.purpose, 'operator'), grant_parcel = cmd.parcel,"
+                " grant_at = %(at)s, grant_opened = false"
+                " FROM (SELECT 1) AS one LEFT JOIN commands cmd"
+                " ON cmd.id = %(command)s AND cmd.cabinet = %(cabinet)s"
+                " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s",
+                {
+                    "at": at,
+                    "command": event.command_id,
+                    "cabinet": event.cabinet,
+                    "compartment": event.compartment,
+                },
+            )
+            return
+        kind = _PURPOSE_OF_SOURCE.get(event.source)
+        if kind is not None:
+            self._set_grant(
+                conn, event.cabinet, event.compartment, kind, event.parcel, at, unlocked=True
+            )
+            return
         conn.execute(
             "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
             (event.cabinet, event.compartment),
         )
-        kind: str | None = _PURPOSE_OF_SOURCE.get(event.source)
-        parcel = event.parcel
-        if event.source is UnlockSource.COMMAND:
-            row = None
-            if event.command_id is not None:
-                row = conn.execute(
-                    "SELECT purpose, parcel FROM commands WHERE id = %s AND cabinet = %s",
-                    (event.command_id, event.cabinet),
-                ).fetchone()
-            kind, parcel = (row[0], row[1]) if row is not None else ("operator", None)
-        if kind is not None:
-            self._set_grant(conn, event.cabinet, event.compartment, kind, parcel, at)
 
     def _door_closed(
         self,
@@ -265,17 +283,17 @@ class Reactions:
         now: datetime,
         effects: Effects,
     ) -> None:
+        # Closed and locked, the grant gone; what the grant was comes back (one statement).
         row = conn.execute(
-            "SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
-            " WHERE cabinet = %s AND id = %s FOR NO KEY UPDATE",
-            (event.cabinet, event.compartment),
+            "WITH old AS (SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
+            " WHERE cabinet = %(cabinet)s AND id = %(compartment)s FOR NO KEY UPDATE)"
+            " UPDATE compartments c SET door = 'closed', lock = 'locked',"
+            " door_changed_at = %(at)s, grant_kind = NULL, grant_parcel = NULL,"
+            " grant_at = NULL, grant_opened = false FROM old"
+            " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
+            " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened",
+            {"at": at, "cabinet": event.cabinet, "compartment": event.compartment},
         ).fetchone()
-        conn.execute(
-            "UPDATE compartments SET door = 'closed', lock = 'locked', door_changed_at = %s,"
-            " grant_kind = NULL, grant_parcel = NULL, grant_at = NULL, grant_opened = false"
-            " WHERE cabinet = %s AND id = %s",
-            (at, event.cabinet, event.compartment),
-        )
         cleared = clear_alert(
             conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
         )

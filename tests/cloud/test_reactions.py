@@ -25,7 +25,7 @@ from smartlocker.cloud.rules import (
     request_opening,
     reserve_parcel,
 )
-from smartlocker.cloud.rules.fleet import set_fee_policy
+from smartlocker.cloud.rules.fleet import CompartmentSpec, create_cabinet, set_fee_policy
 from smartlocker.protocol import (
     Ack,
     AckOutcome,
@@ -497,3 +497,50 @@ def test_ingest_and_the_api_do_not_deadlock_on_one_parcel(
     assert len(outcome) == 1
     assert isinstance(outcome[0], InvalidTransition)
     assert state(conn, r.parcel) == "deposited"
+
+
+def test_an_unlocked_event_opens_the_lock_and_records_why_in_one_statement(
+    conn: Conn, keys: CloudKeys, reactions: Reactions
+) -> None:
+    """A command's grant is its purpose and parcel, read with the update; an unknown
+    command (or one of another cabinet) is an operator's; a code's grant is its kind."""
+    r = reserve_parcel(conn, keys, size="s", cabinet="cab-1", actor="api", now=T0)
+    deposit_cmd = create_unlock_command(
+        conn, "cab-1", "A1", "deposit", "courier", now=T0, parcel=r.parcel, purpose="deposit"
+    )
+    operator_cmd = create_unlock_command(conn, "cab-1", "A2", "look", "op", now=T0)
+    cab = Cabinet()
+    reactions.on_events(
+        conn,
+        [
+            cab.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=deposit_cmd.id),
+            cab.unlocked(T0, "A2", UnlockSource.COMMAND, command_id=operator_cmd.id),
+            cab.unlocked(T0, "B1", UnlockSource.COMMAND, command_id="no-such-command"),
+            cab.unlocked(T0, "C1", UnlockSource.PICKUP_CODE, parcel=r.parcel),
+        ],
+        T0,
+    )
+    # a command id of another cabinet does not lend its grant
+    other = Cabinet("cab-2")
+    create_cabinet(conn, "cab-2", "site-1", [CompartmentSpec("A1", "s")])
+    reactions.on_events(
+        conn, [other.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=deposit_cmd.id)], T0
+    )
+    rows = conn.execute(
+        "SELECT cabinet || '/' || id, lock, grant_kind, grant_parcel, grant_at, grant_opened"
+        " FROM compartments WHERE grant_kind IS NOT NULL ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("cab-1/A1", "unlocked", "deposit", r.parcel, T0, False),
+        ("cab-1/A2", "unlocked", "operator", None, T0, False),
+        ("cab-1/B1", "unlocked", "operator", None, T0, False),
+        ("cab-1/C1", "unlocked", "pickup", r.parcel, T0, False),
+        ("cab-2/A1", "unlocked", "operator", None, T0, False),
+    ]
+    # the door closes: locked again, the grant gone, and what it was decided the rest
+    effects = reactions.on_events(conn, [cab.opened(T0, "A1"), cab.closed(T0, "A1")], T0)
+    assert [t.to_state for t in effects.transitions] == ["deposited"]
+    assert conn.execute(
+        "SELECT door, lock, grant_kind, grant_parcel FROM compartments"
+        " WHERE cabinet = 'cab-1' AND id = 'A1'"
+    ).fetchone() == ("closed", "locked", None, None)
