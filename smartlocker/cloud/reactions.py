@@ -154,8 +154,11 @@ _CLEARED_BY_SUCCESS = (AlertKind.COMMAND_FAILED, AlertKind.UNLOCK_FAILED)
 
 #: The event types that change state here (the rest need no savepoint at all).
 _MEANINGFUL = (DoorOpened, DoorClosed, Unlocked, CodeAccepted, Alarm)
-#: The ones whose rules may refuse (CloudError): each runs in a savepoint.
-_MAY_REFUSE = (DoorClosed, Alarm)
+#: The ones whose rules may refuse (CloudError): each runs in a savepoint. (A closed
+#: door's may refuse only to move its parcel: that part has a savepoint of its own.)
+_MAY_REFUSE = (Alarm,)
+#: The grants whose door closing moves a parcel.
+_PARCEL_GRANTS = frozenset({"deposit", "pickup", "return"})
 
 
 class Reactions:
@@ -186,8 +189,8 @@ class Reactions:
                 correction[cabinet] = clock_correction(conn, cabinet)
             at = min(event.ts - correction[cabinet], now)
             if not isinstance(event, _MAY_REFUSE):
-                # Plain state updates (door opened, unlocked, code accepted) raise no
-                # rule error: no savepoint (two round trips) needed around them.
+                # Plain state updates (door opened or closed, unlocked, code accepted)
+                # raise no rule error: no savepoint (two round trips) around them.
                 self._on_event(conn, event, at, now, effects)
                 continue
             try:
@@ -305,8 +308,34 @@ class Reactions:
             )
             return
         kind, parcel, opened = row
-        if kind is None or parcel is None or not opened:
+        if kind not in _PARCEL_GRANTS or parcel is None or not opened:
             return
+        # Only the parcel's move may be refused (a rule error): it alone runs in a
+        # savepoint, so the door's state stays recorded whatever becomes of it.
+        try:
+            with conn.transaction():
+                self._parcel_door_closed(conn, event, kind, parcel, at, now, effects)
+        except CloudError as exc:
+            logger.warning(
+                "event %s seq %d of %s: parcel %s not moved: %s",
+                event.type,
+                event.seq,
+                event.cabinet,
+                parcel,
+                exc,
+            )
+
+    def _parcel_door_closed(
+        self,
+        conn: psycopg.Connection[Any],
+        event: DoorClosed,
+        kind: str,
+        parcel: str,
+        at: datetime,
+        now: datetime,
+        effects: Effects,
+    ) -> None:
+        """The door closed after a parcel's grant: deposited, picked up or returned."""
         placed = conn.execute(
             "SELECT 1 FROM parcels WHERE id = %s AND cabinet = %s AND compartment = %s",
             (parcel, event.cabinet, event.compartment),
@@ -328,12 +357,10 @@ class Reactions:
                 effects.transitions.append(
                     record_pickup(conn, parcel, now=at, actor=actor, cause=cause)
                 )
-            elif kind == "return":
+            else:
                 effects.transitions.append(
                     record_return(conn, parcel, now=at, actor=actor, cause=cause)
                 )
-            else:
-                return
         except InvalidTransition as exc:
             # The door state above stays recorded; only the parcel does not move.
             logger.warning(

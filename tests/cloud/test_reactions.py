@@ -46,6 +46,7 @@ from smartlocker.protocol import (
 )
 from tests.cloud.conftest import T0
 from tests.support.outbox import queued_codes
+from tests.support.pgwire import PgWireTap
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -544,3 +545,29 @@ def test_an_unlocked_event_opens_the_lock_and_records_why_in_one_statement(
         "SELECT door, lock, grant_kind, grant_parcel FROM compartments"
         " WHERE cabinet = 'cab-1' AND id = 'A1'"
     ).fetchone() == ("closed", "locked", None, None)
+
+
+def test_a_door_closing_that_moves_no_parcel_takes_no_savepoint(
+    conn: Conn, core_url: str, keys: CloudKeys, reactions: Reactions
+) -> None:
+    """Only a parcel's move may be refused; a door that closes after an operator's
+    opening is one statement and the held-open alert's clearing, with no savepoint
+    around them (its SAVEPOINT and RELEASE were two more round trips)."""
+    cmd = create_unlock_command(conn, "cab-1", "A1", "look", "op", now=T0)
+    cab = Cabinet()
+    reactions.on_events(
+        conn,
+        [cab.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=cmd.id), cab.opened(T0, "A1")],
+        T0,
+    )
+    closed = cab.closed(T0, "A1")
+    with PgWireTap(core_url) as tap, psycopg.connect(tap.url) as tapped, tapped.transaction():
+        reactions.on_events(tapped, [], T0)  # connection warm
+        mark = tap.mark()
+        reactions.on_events(tapped, [closed], T0)
+        # the cabinet touched and its clock read (once per batch), the door, the alert:
+        # four extended-protocol statements; a savepoint would add a Query each way
+        assert "".join(tap.messages[mark:]) == "PBDES" * 4
+    assert conn.execute(
+        "SELECT door, lock, grant_kind FROM compartments WHERE cabinet = 'cab-1' AND id = 'A1'"
+    ).fetchone() == ("closed", "locked", None)
