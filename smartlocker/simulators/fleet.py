@@ -50,6 +50,8 @@ from smartlocker.protocol import (
     encode,
 )
 
+from .flow import FlowControl
+
 __all__ = ["FleetStats", "SimulatedCabinet", "SimulatedFleet"]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class SimulatedCabinet:
         self.doors = dict.fromkeys(self.compartments, False)
         self.started = time.monotonic()
         self.client: MqttClient | None = None
+        self._flow: FlowControl | None = None
         scheme = fleet.scheme
         self._topics = {channel: str(scheme.topic(cabinet, channel)) for channel in Channel}
         self._by_topic = {topic: channel for channel, topic in self._topics.items()}
@@ -121,6 +124,7 @@ class SimulatedCabinet:
         if self.password is not None:
             client.set_auth_credentials(self.id, self.password)
         self.client = client
+        self._flow = FlowControl(client)
         await client.connect(
             self.fleet.host, self.fleet.port, ssl=self.fleet.ssl, version=MQTTv50, keepalive=60
         )
@@ -130,7 +134,9 @@ class SimulatedCabinet:
         for channel in (Channel.COMMANDS, Channel.DESIRED, Channel.RECEIPTS):
             client.subscribe(self._topics[channel], qos=1)
         status = Status(cabinet=self.id, online=True, agent_version=AGENT_VERSION)
-        client.publish(self._topics[Channel.STATUS], encode(status), qos=1, retain=True)
+        if self._flow is not None:
+            self._flow.pump()  # what waited for room when the connection dropped
+        self._publish(Channel.STATUS, encode(status), retain=True)
         if self.seq == 0:
             self.emit(BootEvent(cabinet=self.id, seq=1, agent_version=AGENT_VERSION))
         self.resend()
@@ -142,7 +148,7 @@ class SimulatedCabinet:
     async def disconnect(self) -> None:
         if self.client is not None and self.client.is_connected:
             status = Status(cabinet=self.id, online=False, agent_version=AGENT_VERSION)
-            self.client.publish(self._topics[Channel.STATUS], encode(status), qos=1, retain=True)
+            self._publish(Channel.STATUS, encode(status), retain=True)
             await self.client.disconnect()
 
     # --- outbox ---------------------------------------------------------------------
@@ -164,8 +170,8 @@ class SimulatedCabinet:
         self.last_sent = time.monotonic()
 
     def _publish(self, channel: Channel, payload: bytes, retain: bool = False) -> None:
-        if self.client is not None and self.client.is_connected:
-            self.client.publish(self._topics[channel], payload, qos=channel.qos or 1, retain=retain)
+        if self._flow is not None and self.client is not None and self.client.is_connected:
+            self._flow.publish(self._topics[channel], payload, channel.qos or 1, retain)
 
     # --- downlink ------------------------------------------------------------------------
 
