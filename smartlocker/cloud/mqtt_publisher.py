@@ -1,9 +1,8 @@
 """A synchronous paho-mqtt :class:`~smartlocker.cloud.downlink.Publisher` (for the API).
 
 ``PahoPublisher.from_url("mqtts://user:pass@host:8883")`` connects (MQTT 5, TLS for
-``mqtts``), runs paho's network loop in its thread, and :meth:`publish` writes
-the message from the caller's thread (:class:`~smartlocker.paho_client.DirectClient`)
-and waits for the broker's PUBACK at QoS 1 so that a caller knows the message left.
+``mqtts``), runs paho's network loop in its thread, and :meth:`publish` waits
+for the broker's PUBACK at QoS 1 so that a caller knows the message left.
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-
-from smartlocker.paho_client import DirectClient
 
 from .errors import CloudError, ConfigError
 
@@ -56,7 +53,7 @@ class PahoPublisher:
         self._host, self._port = host, port
         self._connected = threading.Event()
         self._refused: ReasonCode | None = None
-        self._client = DirectClient(
+        self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"smartlocker-cloud-{uuid.uuid4().hex[:12]}",
             protocol=paho.MQTTv5,
@@ -138,7 +135,6 @@ class PahoPublisher:
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise MqttPublishError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
-        self._client.send_now()  # from this thread: no hand-off to paho's network thread
         if qos > 0:
             try:
                 info.wait_for_publish(self.timeout)

@@ -33,7 +33,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from smartlocker import __version__
-from smartlocker.paho_client import DirectClient
 from smartlocker.protocol import Channel, Status, TopicScheme, encode
 
 from .cabinet import Cabinet
@@ -88,9 +87,9 @@ class Link:
 
     # -- set-up ---------------------------------------------------------------
 
-    def _make_client(self) -> DirectClient:
+    def _make_client(self) -> paho.Client:
         s = self._settings
-        client = DirectClient(
+        client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.config.cabinet,
             protocol=paho.MQTTv5,
@@ -114,8 +113,7 @@ class Link:
         # Our own network thread runs client.loop(). Without loop_start() paho would
         # write to the socket from whichever thread publishes, racing the network
         # thread (reordered or interleaved packets). With a "register write" hook set,
-        # publish() only queues the packet and wakes the loop; pump() then sends what
-        # it queued itself, at once (DirectClient: every write under one lock).
+        # publish() only queues the packet and wakes the loop, which does every write.
         client.on_socket_register_write = _no_op
         return client
 
@@ -339,9 +337,6 @@ class Link:
                 self.cabinet.reported_dirty = self.cabinet.reported_now = False
                 self._reported_due = time.monotonic() + self.config.reported_interval_s
                 self._publish(Channel.REPORTED, encode(self.cabinet.reported()))
-            # The ack first: it leaves now, from this thread, not after a hand-off
-            # to the network thread.
-            self._client.send_now()
 
     def _reported_is_due(self) -> bool:
         """A snapshot is waiting and may go: at once if urgent, else once per interval."""
@@ -354,7 +349,6 @@ class Link:
         with self._send_mutex:
             if self._ready:
                 self._publish(Channel.ACKS, payload)
-                self._client.send_now()
 
     def _publish(self, channel: Channel, payload: bytes) -> paho.MQTTMessageInfo:
         return self._client.publish(
