@@ -27,6 +27,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from smartlocker.edge_agent.commands import Accepted, Duplicate, Rejected, verify_command
 from smartlocker.edge_agent.desired import DesiredView, verify_desired
 from smartlocker.edge_agent.store import CommandRecord
+from smartlocker.gmqtt_flow import FlowControl
 from smartlocker.protocol import (
     Ack,
     AckOutcome,
@@ -49,8 +50,6 @@ from smartlocker.protocol import (
     decode,
     encode,
 )
-
-from .flow import FlowControl
 
 __all__ = ["FleetStats", "SimulatedCabinet", "SimulatedFleet"]
 

@@ -9,7 +9,7 @@ from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv50
 
 from smartlocker.embedded import MosquittoBroker
-from smartlocker.simulators.flow import FlowControl
+from smartlocker.gmqtt_flow import FlowControl
 
 BURST = 300  # Mosquitto grants 20 unacknowledged QoS 1 publishes by default
 

@@ -36,6 +36,7 @@ import gmqtt
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS
 from gmqtt.mqtt.package import Package
 
+from smartlocker.gmqtt_flow import free_ids
 from smartlocker.protocol import Channel, TopicScheme
 
 from .batcher import Batcher
@@ -526,8 +527,7 @@ class IngestWorker:
         self._pump()  # now if connected, else after the reconnect (receipt loop)
 
     def _capacity(self) -> int:
-        ids = self._handler.id_generator
-        return int(ids._max) - 2 - len(ids._used_ids)
+        return free_ids(self._handler.id_generator)
 
     def _pump(self) -> None:
         if self._client is None or not self._connection_up():

@@ -1,12 +1,16 @@
 """QoS 1 publishes through gmqtt within the broker's Receive Maximum.
 
+Neutral ground for gmqtt's clients (ingest, the fleet simulator): what the room
+in the broker's grant is (:func:`free_ids`), and an outbox that waits for it.
+
 The broker grants each client a number of unacknowledged QoS 1 publishes (its
 Receive Maximum; Mosquitto's ``max_inflight_messages``, 20 by default), and
 gmqtt raises ``OverflowError`` for the next one instead of waiting. A simulated
 cabinet that sends faster than PUBACKs return would lose the message (an ack:
 the operator's request then waits in vain). :class:`FlowControl` keeps what does
 not fit, in order, and sends it as PUBACKs free room. Ingest does the same for
-its own publishes (``cloud/ingest/worker.py``).
+its own publishes (``cloud/ingest/worker.py``, which also sends receipts itself)
+and reads the room with :func:`free_ids`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Any
 
 from gmqtt import Client as MqttClient
 
-__all__ = ["FlowControl"]
+__all__ = ["FlowControl", "free_ids"]
+
+
+def free_ids(id_generator: Any) -> int:
+    """How many more QoS 1 publishes gmqtt takes now (its packet-id pool, which the
+    broker's Receive Maximum bounds; gmqtt refuses the id that would fill the pool)."""
+    return int(id_generator._max) - 2 - len(id_generator._used_ids)
 
 
 class FlowControl:
@@ -54,11 +64,7 @@ class FlowControl:
             return
         while self._waiting:
             topic, payload, qos, retain = self._waiting[0]
-            if qos and self._room() <= 0:
+            if qos and free_ids(self._ids) <= 0:
                 return
             self._waiting.popleft()
             self._client.publish(topic, payload, qos=qos, retain=retain)
-
-    def _room(self) -> int:
-        # gmqtt refuses the id that would fill its pool: one less than the grant.
-        return int(self._ids._max) - 2 - len(self._ids._used_ids)
