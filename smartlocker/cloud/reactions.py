@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -161,6 +162,17 @@ _MAY_REFUSE = (Alarm,)
 _PARCEL_GRANTS = frozenset({"deposit", "pickup", "return"})
 
 
+@contextmanager
+def _refusable(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
+    """A savepoint around a rule that may refuse (:class:`CloudError`): refused, it
+    leaves nothing behind and ``what`` is logged with the reason; the rest goes on."""
+    try:
+        with conn.transaction():
+            yield
+    except CloudError as exc:
+        logger.warning("%s: %s", what, exc)
+
+
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
@@ -193,13 +205,8 @@ class Reactions:
                 # raise no rule error: no savepoint (two round trips) around them.
                 self._on_event(conn, event, at, now, effects)
                 continue
-            try:
-                with conn.transaction():
-                    self._on_event(conn, event, at, now, effects)
-            except CloudError as exc:
-                logger.warning(
-                    "event %s seq %d of %s not applied: %s", event.type, event.seq, cabinet, exc
-                )
+            with _refusable(conn, f"event {event.type} seq {event.seq} of {cabinet} not applied"):
+                self._on_event(conn, event, at, now, effects)
         return effects
 
     def _on_event(
@@ -312,18 +319,11 @@ class Reactions:
             return
         # Only the parcel's move may be refused (a rule error): it alone runs in a
         # savepoint, so the door's state stays recorded whatever becomes of it.
-        try:
-            with conn.transaction():
-                self._parcel_door_closed(conn, event, kind, parcel, at, now, effects)
-        except CloudError as exc:
-            logger.warning(
-                "event %s seq %d of %s: parcel %s not moved: %s",
-                event.type,
-                event.seq,
-                event.cabinet,
-                parcel,
-                exc,
-            )
+        with _refusable(
+            conn,
+            f"event {event.type} seq {event.seq} of {event.cabinet}: parcel {parcel} not moved",
+        ):
+            self._parcel_door_closed(conn, event, kind, parcel, at, now, effects)
 
     def _parcel_door_closed(
         self,

@@ -136,6 +136,10 @@ _CREATE = (
 )
 
 
+def _no_compartment(cabinet: str, compartment: str) -> str:
+    return f"no compartment {compartment} in cabinet {cabinet}"
+
+
 @dataclass(frozen=True, slots=True)
 class PendingCommand:
     """A command sent to the server whose row is read later (:func:`send_create_command`)."""
@@ -149,7 +153,7 @@ class PendingCommand:
     def missing(self) -> NotFound:
         """The error for a compartment that does not exist (within the sites given)."""
         return NotFound(
-            f"no compartment {self.compartment} in cabinet {self.cabinet}",
+            _no_compartment(self.cabinet, self.compartment),
             cabinet=self.cabinet,
             compartment=self.compartment,
         )
@@ -212,7 +216,7 @@ def send_create_command(
     if refuse_missing:
         conn.execute(
             "SELECT smartlocker_refuse(NOT EXISTS (SELECT 1 FROM commands WHERE id = %s), %s, %s)",
-            (command_id, NO_COMPARTMENT, f"no compartment {compartment} in cabinet {cabinet}"),
+            (command_id, NO_COMPARTMENT, _no_compartment(cabinet, compartment)),
         )
     return PendingCommand(cursor, cabinet, compartment, purpose, actor)
 
