@@ -225,6 +225,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _summary(latencies: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in latencies]
+    if not ms:  # a phase too short for a single answer
+        return {"n": 0}
     return {
         "n": len(ms),
         "p50_ms": round(_percentile(ms, 0.50), 2),
@@ -526,53 +528,57 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
         procs.add(client0.close)
         for i in range(cfg.warmup):
             unlock(client0, *targets[i % len(targets)])
-        latencies: list[float] = []
-        failures = 0
-        logger.info("sequential phase: %d unlocks", cfg.sequential)
-        meter.start()
-        for i in range(cfg.sequential):
-            elapsed, ok = unlock(client0, *targets[i % len(targets)])
-            latencies.append(elapsed)
-            failures += not ok
-        cpu = meter.stop(cfg.sequential)
-        sequential: dict[str, Any] = {**_summary(latencies), "failures": failures}
-        sequential["cpu_ms_per_unlock"] = cpu
-        sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
-        sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
+        sequential: dict[str, Any] | None = None
+        if cfg.sequential > 0:
+            latencies: list[float] = []
+            failures = 0
+            logger.info("sequential phase: %d unlocks", cfg.sequential)
+            meter.start()
+            for i in range(cfg.sequential):
+                elapsed, ok = unlock(client0, *targets[i % len(targets)])
+                latencies.append(elapsed)
+                failures += not ok
+            cpu = meter.stop(cfg.sequential)
+            sequential = {**_summary(latencies), "failures": failures}
+            sequential["cpu_ms_per_unlock"] = cpu
+            sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
+            sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
 
-        results: list[list[tuple[float, bool]]] = [[] for _ in range(cfg.clients)]
-        stop_at = time.perf_counter() + cfg.duration
+        concurrent: dict[str, Any] | None = None
+        if cfg.clients > 0 and cfg.duration > 0:
+            results: list[list[tuple[float, bool]]] = [[] for _ in range(cfg.clients)]
+            stop_at = time.perf_counter() + cfg.duration
 
-        def client(index: int) -> None:
-            mine = targets[index % len(targets)]
-            s = _Client("127.0.0.1", port, admin)
-            try:
-                while time.perf_counter() < stop_at:
-                    results[index].append(unlock(s, *mine))
-            finally:
-                s.close()
+            def client(index: int) -> None:
+                mine = targets[index % len(targets)]
+                s = _Client("127.0.0.1", port, admin)
+                try:
+                    while time.perf_counter() < stop_at:
+                        results[index].append(unlock(s, *mine))
+                finally:
+                    s.close()
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(cfg.clients)]
-        logger.info("concurrent phase: %d clients, %.0f s", cfg.clients, cfg.duration)
-        meter.start()
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
-        flat = [r for per in results for r in per]
-        succeeded = sum(1 for _, ok in flat if ok)
-        cpu = meter.stop(len(flat))
-        concurrent = {
-            **_summary([e for e, _ in flat]),
-            "clients": cfg.clients,
-            "seconds": round(wall, 2),
-            "succeeded": succeeded,
-            "failures": len(flat) - succeeded,
-            "unlocks_per_s": round(succeeded / wall, 1),
-            "cpu_ms_per_unlock": cpu,
-        }
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(cfg.clients)]
+            logger.info("concurrent phase: %d clients, %.0f s", cfg.clients, cfg.duration)
+            meter.start()
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - started
+            flat = [r for per in results for r in per]
+            succeeded = sum(1 for _, ok in flat if ok)
+            cpu = meter.stop(len(flat))
+            concurrent = {
+                **_summary([e for e, _ in flat]),
+                "clients": cfg.clients,
+                "seconds": round(wall, 2),
+                "succeeded": succeeded,
+                "failures": len(flat) - succeeded,
+                "unlocks_per_s": round(succeeded / wall, 1),
+                "cpu_ms_per_unlock": cpu,
+            }
         report = {
             "failure_kinds": failure_kinds,
             "config": asdict(cfg),

@@ -13,13 +13,33 @@ __all__ = ["unlock"]
 
 
 @click.command("unlock")
-@click.option("--sequential", default=500, show_default=True, help="Unlocks one at a time")
-@click.option("--clients", default=20, show_default=True, help="Concurrent clients")
-@click.option("--duration", default=10.0, show_default=True, help="Seconds of the concurrent phase")
-@click.option("--cabinets", default=4, show_default=True)
-@click.option("--compartments", default=8, show_default=True, help="Per cabinet")
-@click.option("--api-workers", default=2, show_default=True)
-@click.option("--api-threads", default=16, show_default=True)
+@click.option(
+    "--sequential",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Unlocks one at a time (0: no sequential phase)",
+)
+@click.option(
+    "--clients",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Concurrent clients (0: no concurrent phase)",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds of the concurrent phase",
+)
+@click.option("--cabinets", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--compartments", type=click.IntRange(min=1), default=8, show_default=True, help="Per cabinet"
+)
+@click.option("--api-workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--api-threads", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--plain-postgres", is_flag=True, help="PostgreSQL without TimescaleDB")
 @click.option(
     "--agent-nodelay", is_flag=True, help="TCP_NODELAY on the agents' MQTT sockets (see docs)"
@@ -33,6 +53,7 @@ __all__ = ["unlock"]
 )
 @click.option(
     "--door-open-ms",
+    type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="ms from a lock's pulse to its door opening (0: as the lock is energised)",
