@@ -223,3 +223,177 @@ def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after
     finally:
         cabinet.close()
         store.close()
+
+
+def _statements(store: Store) -> list[str]:
+    """Every statement the store's connection runs from now on (sqlite3's trace)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_bookkeeping_rides_on_the_next_commit(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.append_event(lambda seq: (seq, b"e1"))
+        seen = _statements(store)
+        # The broker took the ack, the cloud receipted the event: nothing written yet.
+        store.mark_ack_sent("c1")
+        assert store.receipt(1) == 1
+        assert seen == []
+        assert store.unsent_acks() == []
+        assert store.first_unreceipted() is None
+        assert store.pending_events(0, 10) == []
+        assert store.outbox_depth() == 0
+        # The next transaction (a durable one, for an event) writes both.
+        store.append_event(lambda seq: (seq, b"e2"))
+        assert sum(s == "COMMIT" for s in seen) == 1
+        assert any(s.startswith("UPDATE commands SET ack_sent = 1") for s in seen)
+        assert any(s.startswith("DELETE FROM outbox") for s in seen)
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+        assert other.execute("SELECT seq FROM outbox").fetchall() == [(2,)]
+        other.close()
+        # Written once: the transaction after that does not repeat it.
+        seen.clear()
+        store.append_event(lambda seq: (seq, b"e3"))
+        assert not any(s.startswith(("UPDATE", "DELETE")) for s in seen)
+    finally:
+        store.close()
+
+
+def test_bookkeeping_alone_waits_its_age_and_is_written_at_close(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.mark_ack_sent("c1")
+        assert not store.flush_bookkeeping(older_than=60.0)  # young: it may ride on a commit
+        assert store.flush_bookkeeping(older_than=0.0)
+        assert not store.flush_bookkeeping()  # nothing left
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+        other.close()
+        store.append_event(lambda seq: (seq, b"e1"))
+        store.receipt(1)
+    finally:
+        store.close()  # writes the receipt
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    other.close()
+
+
+def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
+        store.finish_command("c1", "opened", b"ack1")
+        store.mark_ack_sent("c1")
+
+        def interrupted() -> None:
+            with store.atomic():
+                store.finish_command("c2", "opened", b"ack2")
+                store.record_command(
+                    "c3", counter=9, compartment="a1", outcome=None, ack=None, now=3.0
+                )
+                store.append_event(lambda seq: (seq, b"e"))
+                raise RuntimeError("power cut before the commit")
+
+        with pytest.raises(RuntimeError):
+            interrupted()
+        assert store.unsent_acks() == []  # c2's ack was never committed
+        assert store.command_high_water == 2
+        assert store.last_seq == 0
+        assert store.first_unreceipted() is None
+        # c1's mark was rolled back with the transaction that carried it: still pending.
+        store.append_event(lambda seq: (seq, b"e"))
+        assert store.last_seq == 1
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        assert store.unsent_acks() == []
+        assert store.command_high_water == 2
+        assert [p for _, p in store.pending_events(0, 10)] == [b"e"]
+    finally:
+        store.close()
+
+
+def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        for i in range(5):
+            store.append_event(lambda seq, i=i: (seq, b"e%d" % i))
+        seen = _statements(store)
+        assert store.pending_events(1, 2) == [(2, b"e1"), (3, b"e2")]
+        assert store.first_unreceipted() == 1
+        assert store.last_seq == 5
+        assert store.unsent_acks() == []
+        assert seen == []  # no query on the publishing path
+    finally:
+        store.close()
+    store = Store(path)  # after a restart they are read from the database
+    try:
+        assert store.pending_events(1, 2) == [(2, b"e1"), (3, b"e2")]
+        assert store.receipt(3) == 3
+        assert store.pending_events(0, 10) == [(4, b"e3"), (5, b"e4")]
+        store.append_event(lambda seq: (seq, b"e5"))
+        assert store.pending_events(3, 10) == [(4, b"e3"), (5, b"e4"), (6, b"e5")]
+        assert store.receipt(100) == 3  # clamped to the last seq given out
+        assert store.first_unreceipted() is None
+        assert store.receipt(100) == 0
+    finally:
+        store.close()
+
+
+def test_an_unlock_commits_three_times(tmp_path, public_key_file, cloud_key) -> None:
+    """Command + `unlocked`, door_opened + ack, door_closed; the ack's PUBACK and the
+    receipt add no commit of their own (they ride on the next one)."""
+    from tests.edge.cloud import Cloud
+    from tests.edge.conftest import DOOR_PINS
+
+    config = parse_config(
+        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    try:
+        cabinet.open()
+        cabinet.tick()  # the first heartbeat is due at once; it is not the unlock's
+        seen = _statements(store)
+        command = Cloud.__new__(Cloud)
+        command.cabinet, command.counter, command.key = "cab-a", 0, cloud_key
+        message = command.unlock_command("a1")
+        cabinet.handle_command(encode(message))
+        door = factory.pin(DOOR_PINS["a1"])
+        door.drive_high()
+        door.drive_low()
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
+        assert [cid for cid, _ in store.unsent_acks()] == [message.id]
+        store.mark_ack_sent(message.id)
+        cabinet.published_upto = store.last_seq
+        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=store.last_seq)))
+        cabinet.tick()  # young bookkeeping waits for a commit to ride on
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
+        assert store.unsent_acks() == []
+        assert store.outbox_depth() == 0
+    finally:
+        cabinet.close()  # its shutdown event carries the bookkeeping
+        store.close()
+        factory.reset()
+    db = sqlite3.connect(config.database_path)
+    assert db.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+    (left,) = db.execute("SELECT payload FROM outbox").fetchall()  # receipted: only shutdown
+    assert b'"shutdown"' in left[0]
+    db.close()
