@@ -324,8 +324,8 @@ class Cabinet:
                 effects += self.monitor.raw(cid, sensor.is_open, now)
             effects += self.monitor.tick(now)
             self._apply(effects)
-            # Acks marked sent and receipted events ride on the next commit; when
-            # none comes for a while, they are committed on their own.
+            # Acks marked sent and receipted events: one commit for all of them, at
+            # most once per BOOKKEEPING_MAX_AGE_S, never in an unlock's commits.
             self.store.flush_bookkeeping(BOOKKEEPING_MAX_AGE_S)
             if now >= self._next_telemetry:
                 self._next_telemetry = now + self.config.telemetry_interval_s

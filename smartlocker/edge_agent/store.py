@@ -9,11 +9,11 @@ power cut or SIGKILL at any point leaves a consistent database.
 Writes that belong together share one transaction (:meth:`Store.atomic`): a command
 and its ``unlocked`` event, a door's event and the ack it resolves. Bookkeeping whose
 loss costs only a repetition (an ack marked sent, events dropped after a receipt) is
-kept in memory and written by the next transaction, whatever it is for (a busy
-cabinet commits every few milliseconds anyway), or on its own, without waiting for
-the disk, once it is :data:`BOOKKEEPING_MAX_AGE_S` old (:meth:`Store.flush_bookkeeping`)
-and when the store closes. Lost (SIGKILL, power cut), it only makes the agent send
-such acks or events again, which the cloud ignores or de-duplicates.
+kept in memory and committed all at once, without waiting for the disk, once the
+oldest of it is :data:`BOOKKEEPING_MAX_AGE_S` old (:meth:`Store.flush_bookkeeping`,
+from the cabinet's tick) and when the store closes; never inside the commits an
+unlock waits for. Lost (SIGKILL, power cut), it only makes the agent send such acks
+or events again, which the cloud ignores or de-duplicates.
 
 What the link asks on every publishing round (the acks still to send, the lowest
 unreceipted ``seq``, the newest events' payloads, the high-water mark) is answered
@@ -90,8 +90,8 @@ CREATE TABLE IF NOT EXISTS throttle (
 _KEEP_COMMANDS = 5000
 #: Old command results are trimmed once per this many new commands (not on each).
 _TRIM_EVERY = 100
-#: Bookkeeping (acks marked sent, receipted events) waits at most this long (s) for
-#: a transaction to ride on before it is committed on its own.
+#: Bookkeeping (acks marked sent, receipted events) is committed, all of it at once,
+#: when the oldest of it is this old (s).
 BOOKKEEPING_MAX_AGE_S = 1.0
 #: Payloads of the newest events kept in memory for publishing (older ones are read
 #: from the database: after a restart, or while far behind).
@@ -159,7 +159,7 @@ class Store:
         self._recent: dict[int, bytes] = {}
         #: Telemetry rows may be waiting (unknown after opening).
         self._telemetry_waiting = True
-        # Bookkeeping not written yet: the next transaction writes it.
+        # Bookkeeping not written yet (see flush_bookkeeping).
         self._acks_sent: set[str] = set()
         self._receipted_upto = 0
         self._deleted_upto = 0
@@ -202,13 +202,11 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                written = self._write_bookkeeping()
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._bookkeeping_written(*written)
             for change in self._on_commit:
                 change()
         finally:
@@ -217,7 +215,7 @@ class Store:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
 
-    # -- bookkeeping (written by the next transaction) --------------------------
+    # -- bookkeeping (written together, at most once per BOOKKEEPING_MAX_AGE_S) ----
 
     def _write_bookkeeping(self) -> tuple[frozenset[str], int]:
         """Inside a transaction: write the pending marks and receipt deletions."""
@@ -248,7 +246,8 @@ class Store:
         if since is None or self._depth or time.monotonic() - since < older_than:
             return False
         with self._tx(durable=False):
-            pass
+            written = self._write_bookkeeping()
+        self._bookkeeping_written(*written)
         return True
 
     def _meta(self, key: str, default: int = 0) -> int:
@@ -319,8 +318,8 @@ class Store:
     def receipt(self, upto_seq: int) -> int:
         """Drop events up to ``upto_seq``; returns how many were dropped.
 
-        Written by the next transaction (or :meth:`flush_bookkeeping`): lost to a
-        crash before that, the events are sent again and the cloud de-duplicates them.
+        Written by :meth:`flush_bookkeeping`: lost to a crash before that, the
+        events are sent again and the cloud de-duplicates them.
         Never beyond the last ``seq`` given out.
         """
         first = self._first
@@ -457,8 +456,8 @@ class Store:
                 self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
 
     def mark_ack_sent(self, command_id: str) -> None:
-        """The broker has the ack. Written by the next transaction: lost, the ack is
-        sent again (the cloud ignores an ack for a command that is already final)."""
+        """The broker has the ack. Written by :meth:`flush_bookkeeping`: lost, the ack
+        is sent again (the cloud ignores an ack for a command that is already final)."""
         self._unsent.pop(command_id, None)
         self._acks_sent.add(command_id)
         self._bookkeeping_added()

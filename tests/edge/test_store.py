@@ -232,7 +232,7 @@ def _statements(store: Store) -> list[str]:
     return seen
 
 
-def test_bookkeeping_rides_on_the_next_commit(tmp_path) -> None:
+def test_bookkeeping_waits_and_is_written_at_once_outside_other_commits(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
     store = Store(path)
     try:
@@ -248,8 +248,12 @@ def test_bookkeeping_rides_on_the_next_commit(tmp_path) -> None:
         assert store.first_unreceipted() is None
         assert store.pending_events(0, 10) == []
         assert store.outbox_depth() == 0
-        # The next transaction (a durable one, for an event) writes both.
+        # The next event's commit (one an ack or a pulse may wait for) carries none of it.
         store.append_event(lambda seq: (seq, b"e2"))
+        assert not any(s.startswith(("UPDATE", "DELETE")) for s in seen)
+        # Written together, in one commit, when it is old enough.
+        seen.clear()
+        assert store.flush_bookkeeping(older_than=0.0)
         assert sum(s == "COMMIT" for s in seen) == 1
         assert any(s.startswith("UPDATE commands SET ack_sent = 1") for s in seen)
         assert any(s.startswith("DELETE FROM outbox") for s in seen)
@@ -257,10 +261,6 @@ def test_bookkeeping_rides_on_the_next_commit(tmp_path) -> None:
         assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
         assert other.execute("SELECT seq FROM outbox").fetchall() == [(2,)]
         other.close()
-        # Written once: the transaction after that does not repeat it.
-        seen.clear()
-        store.append_event(lambda seq: (seq, b"e3"))
-        assert not any(s.startswith(("UPDATE", "DELETE")) for s in seen)
     finally:
         store.close()
 
@@ -312,7 +312,6 @@ def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_pa
         assert store.command_high_water == 2
         assert store.last_seq == 0
         assert store.first_unreceipted() is None
-        # c1's mark was rolled back with the transaction that carried it: still pending.
         store.append_event(lambda seq: (seq, b"e"))
         assert store.last_seq == 1
     finally:
@@ -356,7 +355,7 @@ def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> N
 
 def test_an_unlock_commits_three_times(tmp_path, public_key_file, cloud_key) -> None:
     """Command + `unlocked`, door_opened + ack, door_closed; the ack's PUBACK and the
-    receipt add no commit of their own (they ride on the next one)."""
+    receipt add no commit of their own (one commit, later, for all bookkeeping)."""
     from tests.edge.cloud import Cloud
     from tests.edge.conftest import DOOR_PINS
 
@@ -384,16 +383,38 @@ def test_an_unlock_commits_three_times(tmp_path, public_key_file, cloud_key) -> 
         store.mark_ack_sent(message.id)
         cabinet.published_upto = store.last_seq
         cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=store.last_seq)))
-        cabinet.tick()  # young bookkeeping waits for a commit to ride on
+        cabinet.tick()  # young bookkeeping waits
         assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
         assert store.unsent_acks() == []
         assert store.outbox_depth() == 0
     finally:
-        cabinet.close()  # its shutdown event carries the bookkeeping
-        store.close()
+        cabinet.close()
+        store.close()  # writes the bookkeeping
         factory.reset()
     db = sqlite3.connect(config.database_path)
     assert db.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
     (left,) = db.execute("SELECT payload FROM outbox").fetchall()  # receipted: only shutdown
     assert b'"shutdown"' in left[0]
     db.close()
+
+
+def test_a_requeued_ack_is_not_marked_sent_by_older_bookkeeping(tmp_path) -> None:
+    """A duplicate delivery re-queues an ack whose PUBACK mark is not written yet: the
+    later bookkeeping commit must not mark it sent again."""
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.mark_ack_sent("c1")
+        store.requeue_ack("c1")
+        assert store.unsent_acks() == [("c1", b"ack")]
+        store.flush_bookkeeping()
+        assert store.unsent_acks() == [("c1", b"ack")]
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        assert store.unsent_acks() == [("c1", b"ack")]
+    finally:
+        store.close()
