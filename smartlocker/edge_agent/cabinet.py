@@ -324,8 +324,8 @@ class Cabinet:
                 effects += self.monitor.raw(cid, sensor.is_open, now)
             effects += self.monitor.tick(now)
             self._apply(effects)
-            # Acks marked sent and receipted events: one commit for all of them, at
-            # most once per BOOKKEEPING_MAX_AGE_S, never in an unlock's commits.
+            # Acks marked sent go with the next receipt's commit; when none came for
+            # BOOKKEEPING_MAX_AGE_S, they are committed alone.
             self.store.flush_bookkeeping(BOOKKEEPING_MAX_AGE_S)
             if now >= self._next_telemetry:
                 self._next_telemetry = now + self.config.telemetry_interval_s

@@ -8,12 +8,13 @@ power cut or SIGKILL at any point leaves a consistent database.
 
 Writes that belong together share one transaction (:meth:`Store.atomic`): a command
 and its ``unlocked`` event, a door's event and the ack it resolves. Bookkeeping whose
-loss costs only a repetition (an ack marked sent, events dropped after a receipt) is
-kept in memory and committed all at once, without waiting for the disk, once the
-oldest of it is :data:`BOOKKEEPING_MAX_AGE_S` old (:meth:`Store.flush_bookkeeping`,
-from the cabinet's tick) and when the store closes; never inside the commits an
-unlock waits for. Lost (SIGKILL, power cut), it only makes the agent send such acks
-or events again, which the cloud ignores or de-duplicates.
+loss costs only a repetition is committed without waiting for the disk, never inside
+the commits an unlock waits for: a receipt's deletions at once (so that an agent that
+keeps crashing still shrinks its outbox), and with them the acks marked sent since
+the last receipt, which wait in memory for it (or, when none comes, for
+:data:`BOOKKEEPING_MAX_AGE_S`, :meth:`Store.flush_bookkeeping`, and for the store's
+close). Lost (SIGKILL, power cut), such marks only make the agent send those acks
+again, which the cloud ignores.
 
 What the link asks on every publishing round (the acks still to send, the lowest
 unreceipted ``seq``, the newest events' payloads, the high-water mark) is answered
@@ -90,8 +91,7 @@ CREATE TABLE IF NOT EXISTS throttle (
 _KEEP_COMMANDS = 5000
 #: Old command results are trimmed once per this many new commands (not on each).
 _TRIM_EVERY = 100
-#: Bookkeeping (acks marked sent, receipted events) is committed, all of it at once,
-#: when the oldest of it is this old (s).
+#: Acks marked sent wait at most this long (s) for a receipt's commit to go with.
 BOOKKEEPING_MAX_AGE_S = 1.0
 #: Payloads of the newest events kept in memory for publishing (older ones are read
 #: from the database: after a restart, or while far behind).
@@ -215,7 +215,7 @@ class Store:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
 
-    # -- bookkeeping (written together, at most once per BOOKKEEPING_MAX_AGE_S) ----
+    # -- bookkeeping (with each receipt, else at most once per BOOKKEEPING_MAX_AGE_S) --
 
     def _write_bookkeeping(self) -> tuple[frozenset[str], int]:
         """Inside a transaction: write the pending marks and receipt deletions."""
@@ -318,9 +318,9 @@ class Store:
     def receipt(self, upto_seq: int) -> int:
         """Drop events up to ``upto_seq``; returns how many were dropped.
 
-        Written by :meth:`flush_bookkeeping`: lost to a crash before that, the
-        events are sent again and the cloud de-duplicates them.
-        Never beyond the last ``seq`` given out.
+        Committed at once with the acks marked sent meanwhile, not flushed to disk:
+        lost to a power cut, the events are sent again and the cloud de-duplicates
+        them. Never beyond the last ``seq`` given out.
         """
         first = self._first
         if first is None or upto_seq < first:
@@ -335,6 +335,7 @@ class Store:
                 break
             del recent[oldest]
         self._bookkeeping_added()
+        self.flush_bookkeeping()  # inside a transaction: that one's tick writes it
         return upto - first + 1
 
     # -- telemetry (bounded, may be dropped) -----------------------------------
@@ -456,8 +457,9 @@ class Store:
                 self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
 
     def mark_ack_sent(self, command_id: str) -> None:
-        """The broker has the ack. Written by :meth:`flush_bookkeeping`: lost, the ack
-        is sent again (the cloud ignores an ack for a command that is already final)."""
+        """The broker has the ack. Written with the next receipt (or after
+        :data:`BOOKKEEPING_MAX_AGE_S`): lost, the ack is sent again (the cloud ignores
+        an ack for a command that is already final)."""
         self._unsent.pop(command_id, None)
         self._acks_sent.add(command_id)
         self._bookkeeping_added()

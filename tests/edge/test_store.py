@@ -232,7 +232,7 @@ def _statements(store: Store) -> list[str]:
     return seen
 
 
-def test_bookkeeping_waits_and_is_written_at_once_outside_other_commits(tmp_path) -> None:
+def test_ack_marks_wait_for_the_next_receipt_outside_other_commits(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
     store = Store(path)
     try:
@@ -240,27 +240,31 @@ def test_bookkeeping_waits_and_is_written_at_once_outside_other_commits(tmp_path
         store.finish_command("c1", "opened", b"ack")
         store.append_event(lambda seq: (seq, b"e1"))
         seen = _statements(store)
-        # The broker took the ack, the cloud receipted the event: nothing written yet.
+        # The broker took the ack: nothing written, but it is no longer to be sent.
         store.mark_ack_sent("c1")
-        assert store.receipt(1) == 1
         assert seen == []
         assert store.unsent_acks() == []
-        assert store.first_unreceipted() is None
-        assert store.pending_events(0, 10) == []
-        assert store.outbox_depth() == 0
-        # The next event's commit (one an ack or a pulse may wait for) carries none of it.
+        # The next event's commit (one an ack or a pulse may wait for) does not carry it.
         store.append_event(lambda seq: (seq, b"e2"))
-        assert not any(s.startswith(("UPDATE", "DELETE")) for s in seen)
-        # Written together, in one commit, when it is old enough.
+        assert not any(s.startswith("UPDATE") for s in seen)
+        # A receipt is committed at once (not flushed to disk), with the mark.
         seen.clear()
-        assert store.flush_bookkeeping(older_than=0.0)
-        assert sum(s == "COMMIT" for s in seen) == 1
+        assert store.receipt(1) == 1
+        assert [s for s in seen if s in ("COMMIT", "PRAGMA synchronous=NORMAL")] == [
+            "PRAGMA synchronous=NORMAL",
+            "COMMIT",
+        ]
         assert any(s.startswith("UPDATE commands SET ack_sent = 1") for s in seen)
         assert any(s.startswith("DELETE FROM outbox") for s in seen)
+        assert store.first_unreceipted() == 2
+        assert store.pending_events(0, 10) == [(2, b"e2")]
         other = sqlite3.connect(path)
         assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
         assert other.execute("SELECT seq FROM outbox").fetchall() == [(2,)]
         other.close()
+        seen.clear()
+        assert not store.flush_bookkeeping()  # nothing left to write
+        assert seen == []
     finally:
         store.close()
 
@@ -279,12 +283,17 @@ def test_bookkeeping_alone_waits_its_age_and_is_written_at_close(tmp_path) -> No
         other = sqlite3.connect(path)
         assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
         other.close()
-        store.append_event(lambda seq: (seq, b"e1"))
-        store.receipt(1)
+        store.finish_command("c1", "opened", b"ack")  # no-op: finished already
+        store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
+        store.finish_command("c2", "opened", b"ack2")
+        store.mark_ack_sent("c2")
     finally:
-        store.close()  # writes the receipt
+        store.close()  # writes c2's mark
     other = sqlite3.connect(path)
-    assert other.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    assert other.execute("SELECT id, ack_sent FROM commands ORDER BY id").fetchall() == [
+        ("c1", 1),
+        ("c2", 1),
+    ]
     other.close()
 
 
@@ -353,9 +362,11 @@ def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> N
         store.close()
 
 
-def test_an_unlock_commits_three_times(tmp_path, public_key_file, cloud_key) -> None:
-    """Command + `unlocked`, door_opened + ack, door_closed; the ack's PUBACK and the
-    receipt add no commit of their own (one commit, later, for all bookkeeping)."""
+def test_an_unlock_commits_three_times_and_its_receipt_once(
+    tmp_path, public_key_file, cloud_key
+) -> None:
+    """Command + `unlocked`, door_opened + ack, door_closed; the ack's PUBACK adds no
+    commit of its own (it goes with the receipt's)."""
     from tests.edge.cloud import Cloud
     from tests.edge.conftest import DOOR_PINS
 
@@ -382,14 +393,15 @@ def test_an_unlock_commits_three_times(tmp_path, public_key_file, cloud_key) -> 
         assert [cid for cid, _ in store.unsent_acks()] == [message.id]
         store.mark_ack_sent(message.id)
         cabinet.published_upto = store.last_seq
-        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=store.last_seq)))
-        cabinet.tick()  # young bookkeeping waits
         assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
+        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=store.last_seq)))
+        cabinet.tick()
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 4
         assert store.unsent_acks() == []
         assert store.outbox_depth() == 0
     finally:
         cabinet.close()
-        store.close()  # writes the bookkeeping
+        store.close()
         factory.reset()
     db = sqlite3.connect(config.database_path)
     assert db.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
