@@ -33,12 +33,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from smartlocker.protocol import (
     Ack,
@@ -64,9 +66,10 @@ from .rules.alerts import (
     clear_alert,
     clear_alerts,
     raise_alert,
+    send_clear_alert,
     send_clear_on_success,
 )
-from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
+from .rules.clock import ClockCheck, ClockPolicy, check_clock
 from .rules.commands import (
     CommandRow,
     CommandStatus,
@@ -84,7 +87,7 @@ from .rules.parcels import (
     record_pickup,
     record_return,
 )
-from .rules.presence import mark_offline, mark_online, touch, touch_nowait
+from .rules.presence import mark_offline, mark_online, touch, touch_corrected, touch_nowait
 
 __all__ = [
     "Effects",
@@ -173,6 +176,49 @@ def _refusable(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
         logger.warning("%s: %s", what, exc)
 
 
+class _Lazy:
+    """Pipeline mode, entered and left as a batch of events needs it.
+
+    In pipeline mode a statement whose result is not read at once costs no round
+    trip of its own. :meth:`pause` leaves it (one Sync: every queued statement has
+    run and its result is in) before what needs more than reading rows in order
+    (savepoints, rules that read a row count); :meth:`resume` enters it again.
+    Only inside a transaction block the caller already opened (on an autocommit
+    connection a pipeline would make its statements one implicit transaction, and
+    within a pipeline of the caller's the caller decides).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._usable = (
+            not conn.autocommit
+            and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+            and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        )
+        self._open: AbstractContextManager[Any] | None = None
+
+    def resume(self) -> None:
+        if self._usable and self._open is None:
+            self._open = self._conn.pipeline()
+            self._open.__enter__()
+
+    def pause(self) -> None:
+        self.__exit__(None, None, None)
+
+    def __enter__(self) -> _Lazy:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._open is not None:
+            open_, self._open = self._open, None
+            open_.__exit__(exc_type, exc, tb)
+
+
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
@@ -185,28 +231,44 @@ class Reactions:
     def on_events(
         self, conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime
     ) -> Effects:
-        """React to new events (in ``(cabinet, seq)`` order)."""
+        """React to new events (in ``(cabinet, seq)`` order).
+
+        The statements go to the server in the order the events ask for them,
+        but in pipeline mode (:class:`_Lazy`): a plain state update (door
+        opened, unlocked, code accepted) is sent without waiting for it, so it
+        travels with the next statement whose result is read (a cabinet's
+        ``last_seen`` and clock, a closed door's grant). What may refuse (an
+        alarm, a parcel's move) runs after a sync, out of the pipeline, as before.
+        """
         effects = Effects()
         known: dict[str, bool] = {}
         correction: dict[str, timedelta] = {}
-        for event in events:
-            cabinet = event.cabinet
-            if cabinet not in known:
-                known[cabinet] = touch(conn, cabinet, now=now)
-                if not known[cabinet]:
-                    logger.warning("events from unknown cabinet %s ignored", cabinet)
-            if not known[cabinet] or not isinstance(event, _MEANINGFUL):
-                continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
-            if cabinet not in correction:
-                correction[cabinet] = clock_correction(conn, cabinet)
-            at = min(event.ts - correction[cabinet], now)
-            if not isinstance(event, _MAY_REFUSE):
-                # Plain state updates (door opened or closed, unlocked, code accepted)
-                # raise no rule error: no savepoint (two round trips) around them.
-                self._on_event(conn, event, at, now, effects)
-                continue
-            with _refusable(conn, f"event {event.type} seq {event.seq} of {cabinet} not applied"):
-                self._on_event(conn, event, at, now, effects)
+        last = len(events) - 1
+        with _Lazy(conn) as lazy:
+            for i, event in enumerate(events):
+                cabinet = event.cabinet
+                if cabinet not in known:
+                    lazy.resume()
+                    skew = touch_corrected(conn, cabinet, now=now)
+                    known[cabinet] = skew is not None
+                    if skew is None:
+                        logger.warning("events from unknown cabinet %s ignored", cabinet)
+                    else:
+                        correction[cabinet] = skew
+                if not known[cabinet] or not isinstance(event, _MEANINGFUL):
+                    continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
+                at = min(event.ts - correction[cabinet], now)
+                if not isinstance(event, _MAY_REFUSE):
+                    # Plain state updates (door opened or closed, unlocked, code accepted)
+                    # raise no rule error: no savepoint (two round trips) around them.
+                    lazy.resume()
+                    self._on_event(conn, event, at, now, effects, lazy, i == last)
+                    continue
+                lazy.pause()
+                with _refusable(
+                    conn, f"event {event.type} seq {event.seq} of {cabinet} not applied"
+                ):
+                    self._on_event(conn, event, at, now, effects, lazy, i == last)
         return effects
 
     def _on_event(
@@ -216,6 +278,8 @@ class Reactions:
         at: datetime,
         now: datetime,
         effects: Effects,
+        lazy: _Lazy,
+        last: bool,
     ) -> None:
         if isinstance(event, DoorOpened):
             conn.execute(
@@ -224,7 +288,7 @@ class Reactions:
                 (at, event.cabinet, event.compartment),
             )
         elif isinstance(event, DoorClosed):
-            self._door_closed(conn, event, at, now, effects)
+            self._door_closed(conn, event, at, now, effects, lazy, last)
         elif isinstance(event, Unlocked):
             self._unlocked(conn, event, at)
         elif isinstance(event, CodeAccepted):
@@ -292,9 +356,11 @@ class Reactions:
         at: datetime,
         now: datetime,
         effects: Effects,
+        lazy: _Lazy,
+        last: bool,
     ) -> None:
         # Closed and locked, the grant gone; what the grant was comes back (one statement).
-        row = conn.execute(
+        closing = conn.execute(
             "WITH old AS (SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
             " WHERE cabinet = %(cabinet)s AND id = %(compartment)s FOR NO KEY UPDATE)"
             " UPDATE compartments c SET door = 'closed', lock = 'locked',"
@@ -303,12 +369,14 @@ class Reactions:
             " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
             " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened",
             {"at": at, "cabinet": event.cabinet, "compartment": event.compartment},
-        ).fetchone()
-        cleared = clear_alert(
+        )
+        clearing = send_clear_alert(
             conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
         )
-        if cleared is not None:
-            effects.alerts_cleared.append(cleared)
+        if last:
+            lazy.pause()  # the results come with the pipeline's Sync, not a round trip more
+        row = closing.fetchone()
+        effects.alerts_cleared += clearing.cleared()
         if row is None:
             logger.warning(
                 "door_closed for unknown compartment %s/%s", event.cabinet, event.compartment
@@ -318,7 +386,9 @@ class Reactions:
         if kind not in _PARCEL_GRANTS or parcel is None or not opened:
             return
         # Only the parcel's move may be refused (a rule error): it alone runs in a
-        # savepoint, so the door's state stays recorded whatever becomes of it.
+        # savepoint, out of the pipeline, so the door's state stays recorded whatever
+        # becomes of it.
+        lazy.pause()
         with _refusable(
             conn,
             f"event {event.type} seq {event.seq} of {event.cabinet}: parcel {parcel} not moved",

@@ -26,6 +26,7 @@ from smartlocker.cloud.rules import (
     reserve_parcel,
 )
 from smartlocker.cloud.rules.fleet import CompartmentSpec, create_cabinet, set_fee_policy
+from smartlocker.cloud.rules.presence import mark_online
 from smartlocker.protocol import (
     Ack,
     AckOutcome,
@@ -565,9 +566,49 @@ def test_a_door_closing_that_moves_no_parcel_takes_no_savepoint(
         reactions.on_events(tapped, [], T0)  # connection warm
         mark = tap.mark()
         reactions.on_events(tapped, [closed], T0)
-        # the cabinet touched and its clock read (once per batch), the door, the alert:
-        # four extended-protocol statements; a savepoint would add a Query each way
-        assert "".join(tap.messages[mark:]) == "PBDES" * 4
+        wire = "".join(tap.messages[mark:])
+        # The cabinet touched and its clock read (one statement, once per batch), then
+        # the door and the alert's clearing, sent together and read with the pipeline's
+        # Sync: three extended-protocol statements (Execute) in two round trips (they
+        # were four statements, four round trips); a savepoint would add a Query each way.
+        assert wire.count("E") == 3, wire
+        assert "Q" not in wire, wire
+        assert tap.round_trips(mark) == 2, wire
     assert conn.execute(
         "SELECT door, lock, grant_kind FROM compartments WHERE cabinet = 'cab-1' AND id = 'A1'"
     ).fetchone() == ("closed", "locked", None)
+
+
+def test_an_unlocks_events_take_two_round_trips(
+    conn: Conn, core_url: str, reactions: Reactions
+) -> None:
+    """A remote unlock's events (``unlocked``, ``door_opened``, ``door_closed``) in a
+    transaction of ingest's: the plain updates are not waited for but sent with the
+    next statement whose result is read, so the batch's rules take two round trips
+    (the cabinet's ``last_seen`` and clock; the rest, read with the Sync), not six
+    (a statement a trip, and one more for the clock). Same state as before."""
+    mark_online(conn, "cab-1", at=T0, now=T0)
+    cmd = create_unlock_command(conn, "cab-1", "A1", "look", "op", now=T0)
+    cab = Cabinet()
+    events = [
+        cab.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=cmd.id),
+        cab.opened(T0 + timedelta(seconds=1), "A1"),
+        cab.closed(T0 + timedelta(seconds=2), "A1"),
+    ]
+    now = T0 + timedelta(seconds=3)
+    with PgWireTap(core_url) as tap, psycopg.connect(tap.url) as tapped:
+        with tapped.transaction():
+            reactions.on_events(tapped, [], now)  # connection warm, transaction open
+            mark = tap.mark()
+            effects = reactions.on_events(tapped, events, now)
+            wire = "".join(tap.messages[mark:])
+        # touch and clock; unlocked, opened, closed, the held-open alert's clearing
+        assert wire.count("E") == 5, wire
+        assert "Q" not in wire, wire
+        assert tap.round_trips(mark) == 2, wire
+    assert not effects
+    assert conn.execute(
+        "SELECT door, lock, grant_kind, grant_opened, door_changed_at FROM compartments"
+        " WHERE cabinet = 'cab-1' AND id = 'A1'"
+    ).fetchone() == ("closed", "locked", None, False, T0 + timedelta(seconds=2))
+    assert conn.execute("SELECT last_seen FROM cabinets WHERE id = 'cab-1'").fetchone() == (now,)
