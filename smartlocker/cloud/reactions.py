@@ -66,7 +66,6 @@ from .rules.alerts import (
     clear_alert,
     clear_alerts,
     raise_alert,
-    send_clear_alert,
     send_clear_on_success,
 )
 from .rules.clock import ClockCheck, ClockPolicy, check_clock
@@ -359,7 +358,10 @@ class Reactions:
         lazy: _Lazy,
         last: bool,
     ) -> None:
-        # Closed and locked, the grant gone; what the grant was comes back (one statement).
+        # Closed and locked, the grant gone; what the grant was comes back, and whether
+        # the compartment's held-open alert is open (one statement). Nearly always it
+        # is not: then its clearing, an UPDATE of no row that still fires the alerts'
+        # statement trigger, is not sent at all.
         closing = conn.execute(
             "WITH old AS (SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
             " WHERE cabinet = %(cabinet)s AND id = %(compartment)s FOR NO KEY UPDATE)"
@@ -367,22 +369,32 @@ class Reactions:
             " door_changed_at = %(at)s, grant_kind = NULL, grant_parcel = NULL,"
             " grant_at = NULL, grant_opened = false FROM old"
             " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
-            " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened",
-            {"at": at, "cabinet": event.cabinet, "compartment": event.compartment},
-        )
-        clearing = send_clear_alert(
-            conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
+            " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened,"
+            " EXISTS (SELECT 1 FROM alerts a WHERE a.cabinet = c.cabinet"
+            " AND coalesce(a.compartment, '') = c.id AND a.kind = %(held_open)s"
+            " AND a.cleared_at IS NULL)",
+            {
+                "at": at,
+                "cabinet": event.cabinet,
+                "compartment": event.compartment,
+                "held_open": AlertKind.HELD_OPEN.value,
+            },
         )
         if last:
-            lazy.pause()  # the results come with the pipeline's Sync, not a round trip more
+            lazy.pause()  # the result comes with the pipeline's Sync, not a round trip more
         row = closing.fetchone()
-        effects.alerts_cleared += clearing.cleared()
+        if row is None or row[3]:
+            cleared = clear_alert(
+                conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
+            )
+            if cleared is not None:
+                effects.alerts_cleared.append(cleared)
         if row is None:
             logger.warning(
                 "door_closed for unknown compartment %s/%s", event.cabinet, event.compartment
             )
             return
-        kind, parcel, opened = row
+        kind, parcel, opened, _ = row
         if kind not in _PARCEL_GRANTS or parcel is None or not opened:
             return
         # Only the parcel's move may be refused (a rule error): it alone runs in a

@@ -27,7 +27,6 @@ __all__ = [
     "clear_alert",
     "clear_alerts",
     "raise_alert",
-    "send_clear_alert",
     "send_clear_on_success",
 ]
 
@@ -92,27 +91,16 @@ def clear_alert(
     compartment: str | None = None,
 ) -> int | None:
     """Clear the open alert if there is one; returns its id."""
-    cleared = send_clear_alert(conn, cabinet, kind, now=now, compartment=compartment).cleared()
-    return cleared[0] if cleared else None
-
-
-def send_clear_alert(
-    conn: psycopg.Connection[Any],
-    cabinet: str,
-    kind: AlertKind | str,
-    *,
-    now: datetime,
-    compartment: str | None = None,
-) -> PendingClear:
-    """:func:`clear_alert` without reading its result yet: in pipeline mode the
-    statements that follow go in the same round trip (ingest's events writer)."""
-    cursor = conn.execute(
+    kind = AlertKind(kind)
+    row = conn.execute(
         "UPDATE alerts SET cleared_at = %s WHERE cabinet = %s"
         " AND coalesce(compartment, '') = coalesce(%s, '') AND kind = %s"
-        " AND cleared_at IS NULL RETURNING id, kind, %s::text",
-        (now, cabinet, compartment, AlertKind(kind).value, compartment),
-    )
-    return PendingClear(cursor, cabinet, now)
+        " AND cleared_at IS NULL RETURNING id",
+        (now, cabinet, compartment, kind.value),
+    ).fetchone()
+    if row is None:
+        return None
+    return _cleared(conn, cabinet, compartment, [(row[0], kind.value)], now)[0]
 
 
 def clear_alerts(
@@ -148,7 +136,7 @@ _CLEAR_ON_SUCCESS = (
 @dataclass(frozen=True, slots=True)
 class PendingClear:
     """Alerts' clearing sent to the server whose result is read later
-    (:func:`send_clear_alert`, :func:`send_clear_on_success`)."""
+    (:func:`send_clear_on_success`)."""
 
     cursor: psycopg.Cursor[Any]
     cabinet: str
@@ -159,7 +147,7 @@ class PendingClear:
         rows = self.cursor.fetchall()
         if not rows:
             return []
-        compartment = rows[0][2]  # the same in every row
+        compartment = rows[0][2]  # the command's: the same in every row
         return _cleared(
             self.cursor.connection,
             self.cabinet,
