@@ -62,11 +62,9 @@ from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
 from .rules.alerts import (
     AlertKind,
-    PendingClear,
     clear_alert,
     clear_alerts,
     raise_alert,
-    send_clear_on_success,
 )
 from .rules.clock import ClockCheck, ClockPolicy, check_clock
 from .rules.commands import (
@@ -496,15 +494,15 @@ class Reactions:
         """:meth:`on_ack` for acks on ingest's ack lane, which waits for no event.
 
         For a connection in pipeline mode, in two round trips where it can. First
-        every command's outcome is sent (:func:`.rules.commands.send_outcome`) and,
-        for an ack that means ``succeeded``, the clearing of its compartment's
-        alerts, before its outcome is known (:func:`.rules.alerts.send_clear_on_success`:
-        it clears only if that very ack moved the command); then the results are
-        read, in the acks' order, and what follows from them is done as
-        :meth:`on_ack` does it (notifications, alerts of failed commands). An ack
-        that means ``succeeded`` after one that means ``failed`` of the same cabinet
-        clears its alerts only then, as on the normal path: the failed one's alert
-        may be of its compartment.
+        every command's outcome is sent (:func:`.rules.commands.send_outcome`);
+        for an ack that means ``succeeded``, the same statement says whether its
+        compartment has alerts a success clears (nearly always none). Then the
+        results are read, in the acks' order, and what follows from them is done as
+        :meth:`on_ack` does it (the alerts' clearing, only where some are open;
+        notifications; alerts of failed commands). An ack that means
+        ``succeeded`` after one that means ``failed`` of the same cabinet clears
+        its alerts without asking, as on the normal path: the failed one's alert,
+        raised after the question was sent, may be of its compartment.
 
         ``last_seen`` goes last and without waiting
         (:func:`.rules.presence.touch_nowait`): the lane's transaction then never
@@ -513,23 +511,30 @@ class Reactions:
         after; and an ack is not held up by such a transaction.
         """
         effects = Effects()
-        sent: list[tuple[Ack, PendingOutcome, PendingClear | None]] = []
+        sent: list[tuple[Ack, PendingOutcome]] = []
         failing: set[str] = set()
         for ack in acks:
-            moved = send_outcome(
-                conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now
-            )
-            cleared = None
             status = outcome_status(ack.outcome)
-            if status is CommandStatus.SUCCEEDED and ack.cabinet not in failing:
-                cleared = send_clear_on_success(
-                    conn, ack.command_id, ack.cabinet, _CLEARED_BY_SUCCESS, now=now
+            ask = status is CommandStatus.SUCCEEDED and ack.cabinet not in failing
+            sent.append(
+                (
+                    ack,
+                    send_outcome(
+                        conn,
+                        ack.command_id,
+                        ack.cabinet,
+                        ack.outcome,
+                        ack.reason,
+                        now=now,
+                        alerts_open=_CLEARED_BY_SUCCESS if ask else (),
+                    ),
                 )
-            elif status is CommandStatus.FAILED:
+            )
+            if status is CommandStatus.FAILED:
                 failing.add(ack.cabinet)
-            sent.append((ack, moved, cleared))
-        for ack, moved, cleared in sent:  # the first read waits for all of them
-            self._ack_outcome(conn, ack, now, effects, moved.row(), cleared)
+        for ack, moved in sent:  # the first read waits for all of them
+            row, alerts_open = moved.read()
+            self._ack_outcome(conn, ack, now, effects, row, clear=alerts_open is not False)
         touch_nowait(conn, [ack.cabinet for ack in acks], now=now)
         return effects
 
@@ -540,16 +545,15 @@ class Reactions:
         now: datetime,
         effects: Effects,
         row: CommandRow | None,
-        cleared: PendingClear | None = None,
+        *,
+        clear: bool = True,
     ) -> None:
-        """What the ack's outcome ``row`` means; ``cleared``: its alerts, cleared already."""
-        if cleared is not None:
-            # Nothing unless this ack moved its command to succeeded (then row says so).
-            effects.alerts_cleared += cleared.cleared()
+        """What the ack's outcome ``row`` means; ``clear``: False when its compartment is
+        known to have no alert a success clears."""
         if row is None:
             return
         if row.status is CommandStatus.SUCCEEDED:
-            if cleared is None:
+            if clear:
                 effects.alerts_cleared += clear_alerts(
                     conn, row.cabinet, _CLEARED_BY_SUCCESS, now=now, compartment=row.compartment
                 )
