@@ -173,6 +173,17 @@ def _refusable(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
         logger.warning("%s: %s", what, exc)
 
 
+def _opened_by(unlocked: Unlocked, following: Event) -> DoorOpened | None:
+    """``following`` if it is the door of ``unlocked``'s compartment opening."""
+    if (
+        isinstance(following, DoorOpened)
+        and following.cabinet == unlocked.cabinet
+        and following.compartment == unlocked.compartment
+    ):
+        return following
+    return None
+
+
 class _Lazy:
     """Pipeline mode, entered and left as a batch of events needs it.
 
@@ -234,15 +245,19 @@ class Reactions:
         but in pipeline mode (:class:`_Lazy`): a plain state update (door
         opened, unlocked, code accepted) is sent without waiting for it, so it
         travels with the next statement whose result is read (a cabinet's
-        ``last_seen`` and clock, a closed door's grant). What may refuse (an
+        ``last_seen`` and clock, a closed door's grant). An unlock followed by its
+        door's opening is one statement (:meth:`_unlocked`). What may refuse (an
         alarm, a parcel's move) runs after a sync, out of the pipeline, as before.
         """
         effects = Effects()
         known: dict[str, bool] = {}
         correction: dict[str, timedelta] = {}
         last = len(events) - 1
+        opened: DoorOpened | None = None  # already applied with the unlock before it
         with _Lazy(conn) as lazy:
             for i, event in enumerate(events):
+                if event is opened:
+                    continue
                 cabinet = event.cabinet
                 if cabinet not in known:
                     lazy.resume()
@@ -255,6 +270,15 @@ class Reactions:
                 if not known[cabinet] or not isinstance(event, _MEANINGFUL):
                     continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
                 at = min(event.ts - correction[cabinet], now)
+                if isinstance(event, Unlocked) and i < last:
+                    opened = _opened_by(event, events[i + 1])
+                    if opened is not None:
+                        # The door opened as the lock was energised (the next event):
+                        # both in one statement, the state each would have left.
+                        lazy.resume()
+                        opened_at = min(opened.ts - correction[cabinet], now)
+                        self._unlocked(conn, event, at, opened_at)
+                        continue
                 if not isinstance(event, _MAY_REFUSE):
                     # Plain state updates (door opened or closed, unlocked, code accepted)
                     # raise no rule error: no savepoint (two round trips) around them.
@@ -305,19 +329,39 @@ class Reactions:
         at: datetime,
         *,
         unlocked: bool = False,
+        opened_at: datetime | None = None,
     ) -> None:
+        if opened_at is None:
+            conn.execute(
+                "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
+                " grant_opened = false, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END"
+                " WHERE cabinet = %s AND id = %s",
+                (kind, parcel, at, unlocked, cabinet, compartment),
+            )
+            return
+        # ... and the door opened (see _unlocked): the grant used.
         conn.execute(
             "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
-            " grant_opened = false, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END"
-            " WHERE cabinet = %s AND id = %s",
-            (kind, parcel, at, unlocked, cabinet, compartment),
+            " grant_opened = true, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END,"
+            " door = 'open', door_changed_at = %s WHERE cabinet = %s AND id = %s",
+            (kind, parcel, at, unlocked, opened_at, cabinet, compartment),
         )
 
-    def _unlocked(self, conn: psycopg.Connection[Any], event: Unlocked, at: datetime) -> None:
+    def _unlocked(
+        self,
+        conn: psycopg.Connection[Any],
+        event: Unlocked,
+        at: datetime,
+        opened_at: datetime | None = None,
+    ) -> None:
         """The lock is open, and the grant says why: one statement.
 
         A command's grant is its purpose and parcel (read in the same statement; an
         unknown command is an operator's opening), a code's its kind and parcel.
+        With ``opened_at`` the door opened then (the next event, ``door_opened``),
+        applied by the same statement as its own would have: the door open since
+        then, the grant used (``grant_kind IS NOT NULL``: a command's or a code's
+        grant is never empty).
         """
         if event.source is UnlockSource.COMMAND:
             conn.execute(
@@ -326,24 +370,49 @@ class Reactions:
                 " grant_at = %(at)s, grant_opened = false"
                 " FROM (SELECT 1) AS one LEFT JOIN commands cmd"
                 " ON cmd.id = %(command)s AND cmd.cabinet = %(cabinet)s"
+                " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
+                if opened_at is None
+                else "UPDATE compartments c SET lock = 'unlocked',"
+                " grant_kind = coalesce(cmd.purpose, 'operator'), grant_parcel = cmd.parcel,"
+                " grant_at = %(at)s, grant_opened = true,"
+                " door = 'open', door_changed_at = %(opened)s"
+                " FROM (SELECT 1) AS one LEFT JOIN commands cmd"
+                " ON cmd.id = %(command)s AND cmd.cabinet = %(cabinet)s"
                 " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s",
                 {
                     "at": at,
                     "command": event.command_id,
                     "cabinet": event.cabinet,
                     "compartment": event.compartment,
+                    **({} if opened_at is None else {"opened": opened_at}),
                 },
             )
             return
         kind = _PURPOSE_OF_SOURCE.get(event.source)
         if kind is not None:
             self._set_grant(
-                conn, event.cabinet, event.compartment, kind, event.parcel, at, unlocked=True
+                conn,
+                event.cabinet,
+                event.compartment,
+                kind,
+                event.parcel,
+                at,
+                unlocked=True,
+                opened_at=opened_at,
             )
             return
+        if opened_at is None:
+            conn.execute(
+                "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
+                (event.cabinet, event.compartment),
+            )
+            return
+        # No grant of its own (an operator's, at the cabinet): the door's opening uses
+        # whatever grant the compartment had, as door_opened does.
         conn.execute(
-            "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
-            (event.cabinet, event.compartment),
+            "UPDATE compartments SET lock = 'unlocked', door = 'open', door_changed_at = %s,"
+            " grant_opened = grant_kind IS NOT NULL WHERE cabinet = %s AND id = %s",
+            (opened_at, event.cabinet, event.compartment),
         )
 
     def _door_closed(

@@ -591,7 +591,8 @@ def test_an_unlocks_events_take_two_round_trips(
     next statement whose result is read, so the batch's rules take two round trips
     (the cabinet's ``last_seen`` and clock; the rest, read with the Sync), not six
     (a statement a trip, one more for the clock, and one for clearing a held-open
-    alert that is not there). Same state as before."""
+    alert that is not there); the door's opening goes with the unlock, in one
+    statement. Same state as before."""
     mark_online(conn, "cab-1", at=T0, now=T0)
     cmd = create_unlock_command(conn, "cab-1", "A1", "look", "op", now=T0)
     cab = Cabinet()
@@ -607,8 +608,9 @@ def test_an_unlocks_events_take_two_round_trips(
             mark = tap.mark()
             effects = reactions.on_events(tapped, events, now)
             wire = "".join(tap.messages[mark:])
-        # touch and clock; unlocked, opened, closed (no held-open alert: no clearing)
-        assert wire.count("E") == 4, wire
+        # touch and clock; unlocked and opened (one statement), closed (no held-open
+        # alert: no clearing)
+        assert wire.count("E") == 3, wire
         assert "Q" not in wire, wire
         assert tap.round_trips(mark) == 2, wire
     assert not effects
@@ -649,3 +651,44 @@ def test_closed_doors_clear_their_held_open_alerts_in_a_pipelined_batch(
         "SELECT id, door FROM compartments WHERE cabinet = 'cab-1' AND id IN ('A1', 'A2', 'B1')"
         " ORDER BY id"
     ).fetchall() == [("A1", "closed"), ("A2", "closed"), ("B1", "closed")]
+
+
+@pytest.mark.parametrize("source", [UnlockSource.COMMAND, UnlockSource.DEPOSIT_CODE])
+def test_an_unlock_and_its_doors_opening_in_one_statement_leave_what_two_would(
+    conn: Conn, core_url: str, reactions: Reactions, source: UnlockSource
+) -> None:
+    """``unlocked`` followed by its compartment's ``door_opened`` in a batch is one
+    statement: the compartment's row, and the dashboard's notes of the transaction,
+    are those the two statements leave (here each event in a call of its own)."""
+    mark_online(conn, "cab-1", at=T0, now=T0)
+    cab = Cabinet()
+
+    def unlocked(comp: str) -> Event:
+        if source is UnlockSource.COMMAND:
+            cmd = create_unlock_command(conn, "cab-1", comp, "look", "op", now=T0)
+            return cab.unlocked(T0, comp, source, command_id=cmd.id)
+        return cab.unlocked(T0, comp, source, parcel="p-1")
+
+    def notes(batches: list[list[Event]]) -> list[str]:
+        with psycopg.connect(core_url, autocommit=True) as listener:
+            listener.execute("LISTEN smartlocker_dashboard")
+            with psycopg.connect(core_url) as other, other.transaction():
+                other.execute("SELECT 1")  # the transaction open, as ingest's is
+                for batch in batches:
+                    reactions.on_events(other, batch, T0 + timedelta(seconds=5))
+            return [n.payload for n in listener.notifies(timeout=0.5)]
+
+    opened = T0 + timedelta(milliseconds=3)
+    one = notes([[unlocked("A1"), cab.opened(opened, "A1")]])
+    two = notes([[unlocked("A2")], [cab.opened(opened, "A2")]])
+    rows = conn.execute(
+        "SELECT id, door, lock, grant_kind, grant_parcel, grant_at, grant_opened,"
+        " door_changed_at FROM compartments WHERE cabinet = 'cab-1' AND id IN ('A1', 'A2')"
+        " ORDER BY id"
+    ).fetchall()
+    assert rows[0][1:] == rows[1][1:]
+    kind = "operator" if source is UnlockSource.COMMAND else "deposit"
+    assert rows[0][1:5] == ("open", "unlocked", kind, None if kind == "operator" else "p-1")
+    assert rows[0][6:] == (True, opened)
+    assert [n.replace("A1", "A?") for n in one] == [n.replace("A2", "A?") for n in two]
+    assert len(one) == 1

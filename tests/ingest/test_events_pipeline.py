@@ -123,7 +123,7 @@ def test_an_unlocks_events_commit_in_seven_round_trips(db_url: str) -> None:
         "Qdc",  # the COPY: a wait for its start, one for its end
         "PBDES",  # the cursor's update (its row count is read)
         "PBDEH",  # the cabinet's last_seen and clock correction
-        "PBDE" * 3 + "SH",  # unlocked, opened, closed: read with the Sync
+        "PBDE" * 2 + "SH",  # unlocked and opened (one statement), closed: read with the Sync
         "Q",  # COMMIT
     ]
     assert wire == "".join(waits)
