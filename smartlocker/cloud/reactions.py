@@ -33,12 +33,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from smartlocker.protocol import (
     Ack,
@@ -60,13 +62,11 @@ from .errors import CloudError, InvalidTransition
 from .keys import CloudKeys, load_keys
 from .rules.alerts import (
     AlertKind,
-    PendingClear,
     clear_alert,
     clear_alerts,
     raise_alert,
-    send_clear_on_success,
 )
-from .rules.clock import ClockCheck, ClockPolicy, check_clock, clock_correction
+from .rules.clock import ClockCheck, ClockPolicy, check_clock
 from .rules.commands import (
     CommandRow,
     CommandStatus,
@@ -84,7 +84,7 @@ from .rules.parcels import (
     record_pickup,
     record_return,
 )
-from .rules.presence import mark_offline, mark_online, touch, touch_nowait
+from .rules.presence import mark_offline, mark_online, touch, touch_corrected, touch_nowait
 
 __all__ = [
     "Effects",
@@ -173,6 +173,60 @@ def _refusable(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
         logger.warning("%s: %s", what, exc)
 
 
+def _opened_by(unlocked: Unlocked, following: Event) -> DoorOpened | None:
+    """``following`` if it is the door of ``unlocked``'s compartment opening."""
+    if (
+        isinstance(following, DoorOpened)
+        and following.cabinet == unlocked.cabinet
+        and following.compartment == unlocked.compartment
+    ):
+        return following
+    return None
+
+
+class _Lazy:
+    """Pipeline mode, entered and left as a batch of events needs it.
+
+    In pipeline mode a statement whose result is not read at once costs no round
+    trip of its own. :meth:`pause` leaves it (one Sync: every queued statement has
+    run and its result is in) before what needs more than reading rows in order
+    (savepoints, rules that read a row count); :meth:`resume` enters it again.
+    Only inside a transaction block the caller already opened (on an autocommit
+    connection a pipeline would make its statements one implicit transaction, and
+    within a pipeline of the caller's the caller decides).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._usable = (
+            not conn.autocommit
+            and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+            and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        )
+        self._open: AbstractContextManager[Any] | None = None
+
+    def resume(self) -> None:
+        if self._usable and self._open is None:
+            self._open = self._conn.pipeline()
+            self._open.__enter__()
+
+    def pause(self) -> None:
+        self.__exit__(None, None, None)
+
+    def __enter__(self) -> _Lazy:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._open is not None:
+            open_, self._open = self._open, None
+            open_.__exit__(exc_type, exc, tb)
+
+
 class Reactions:
     """The rules' reactions to cabinet traffic; build one at start-up with the cloud keys."""
 
@@ -185,28 +239,57 @@ class Reactions:
     def on_events(
         self, conn: psycopg.Connection[Any], events: Sequence[Event], now: datetime
     ) -> Effects:
-        """React to new events (in ``(cabinet, seq)`` order)."""
+        """React to new events (in ``(cabinet, seq)`` order).
+
+        The statements go to the server in the order the events ask for them,
+        but in pipeline mode (:class:`_Lazy`): a plain state update (door
+        opened, unlocked, code accepted) is sent without waiting for it, so it
+        travels with the next statement whose result is read (a cabinet's
+        ``last_seen`` and clock, a closed door's grant). An unlock followed by its
+        door's opening is one statement (:meth:`_unlocked`). What may refuse (an
+        alarm, a parcel's move) runs after a sync, out of the pipeline, as before.
+        """
         effects = Effects()
         known: dict[str, bool] = {}
         correction: dict[str, timedelta] = {}
-        for event in events:
-            cabinet = event.cabinet
-            if cabinet not in known:
-                known[cabinet] = touch(conn, cabinet, now=now)
-                if not known[cabinet]:
-                    logger.warning("events from unknown cabinet %s ignored", cabinet)
-            if not known[cabinet] or not isinstance(event, _MEANINGFUL):
-                continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
-            if cabinet not in correction:
-                correction[cabinet] = clock_correction(conn, cabinet)
-            at = min(event.ts - correction[cabinet], now)
-            if not isinstance(event, _MAY_REFUSE):
-                # Plain state updates (door opened or closed, unlocked, code accepted)
-                # raise no rule error: no savepoint (two round trips) around them.
-                self._on_event(conn, event, at, now, effects)
-                continue
-            with _refusable(conn, f"event {event.type} seq {event.seq} of {cabinet} not applied"):
-                self._on_event(conn, event, at, now, effects)
+        last = len(events) - 1
+        opened: DoorOpened | None = None  # already applied with the unlock before it
+        with _Lazy(conn) as lazy:
+            for i, event in enumerate(events):
+                if event is opened:
+                    continue
+                cabinet = event.cabinet
+                if cabinet not in known:
+                    lazy.resume()
+                    skew = touch_corrected(conn, cabinet, now=now)
+                    known[cabinet] = skew is not None
+                    if skew is None:
+                        logger.warning("events from unknown cabinet %s ignored", cabinet)
+                    else:
+                        correction[cabinet] = skew
+                if not known[cabinet] or not isinstance(event, _MEANINGFUL):
+                    continue  # boot, shutdown, code_rejected: stored by ingest, nothing to decide
+                at = min(event.ts - correction[cabinet], now)
+                if isinstance(event, Unlocked) and i < last:
+                    opened = _opened_by(event, events[i + 1])
+                    if opened is not None:
+                        # The door opened as the lock was energised (the next event):
+                        # both in one statement, the state each would have left.
+                        lazy.resume()
+                        opened_at = min(opened.ts - correction[cabinet], now)
+                        self._unlocked(conn, event, at, opened_at)
+                        continue
+                if not isinstance(event, _MAY_REFUSE):
+                    # Plain state updates (door opened or closed, unlocked, code accepted)
+                    # raise no rule error: no savepoint (two round trips) around them.
+                    lazy.resume()
+                    self._on_event(conn, event, at, now, effects, lazy, i == last)
+                    continue
+                lazy.pause()
+                with _refusable(
+                    conn, f"event {event.type} seq {event.seq} of {cabinet} not applied"
+                ):
+                    self._on_event(conn, event, at, now, effects, lazy, i == last)
         return effects
 
     def _on_event(
@@ -216,6 +299,8 @@ class Reactions:
         at: datetime,
         now: datetime,
         effects: Effects,
+        lazy: _Lazy,
+        last: bool,
     ) -> None:
         if isinstance(event, DoorOpened):
             conn.execute(
@@ -224,7 +309,7 @@ class Reactions:
                 (at, event.cabinet, event.compartment),
             )
         elif isinstance(event, DoorClosed):
-            self._door_closed(conn, event, at, now, effects)
+            self._door_closed(conn, event, at, now, effects, lazy, last)
         elif isinstance(event, Unlocked):
             self._unlocked(conn, event, at)
         elif isinstance(event, CodeAccepted):
@@ -244,19 +329,39 @@ class Reactions:
         at: datetime,
         *,
         unlocked: bool = False,
+        opened_at: datetime | None = None,
     ) -> None:
+        if opened_at is None:
+            conn.execute(
+                "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
+                " grant_opened = false, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END"
+                " WHERE cabinet = %s AND id = %s",
+                (kind, parcel, at, unlocked, cabinet, compartment),
+            )
+            return
+        # ... and the door opened (see _unlocked): the grant used.
         conn.execute(
             "UPDATE compartments SET grant_kind = %s, grant_parcel = %s, grant_at = %s,"
-            " grant_opened = false, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END"
-            " WHERE cabinet = %s AND id = %s",
-            (kind, parcel, at, unlocked, cabinet, compartment),
+            " grant_opened = true, lock = CASE WHEN %s THEN 'unlocked' ELSE lock END,"
+            " door = 'open', door_changed_at = %s WHERE cabinet = %s AND id = %s",
+            (kind, parcel, at, unlocked, opened_at, cabinet, compartment),
         )
 
-    def _unlocked(self, conn: psycopg.Connection[Any], event: Unlocked, at: datetime) -> None:
+    def _unlocked(
+        self,
+        conn: psycopg.Connection[Any],
+        event: Unlocked,
+        at: datetime,
+        opened_at: datetime | None = None,
+    ) -> None:
         """The lock is open, and the grant says why: one statement.
 
         A command's grant is its purpose and parcel (read in the same statement; an
         unknown command is an operator's opening), a code's its kind and parcel.
+        With ``opened_at`` the door opened then (the next event, ``door_opened``),
+        applied by the same statement as its own would have: the door open since
+        then, the grant used (``grant_kind IS NOT NULL``: a command's or a code's
+        grant is never empty).
         """
         if event.source is UnlockSource.COMMAND:
             conn.execute(
@@ -265,24 +370,49 @@ class Reactions:
                 " grant_at = %(at)s, grant_opened = false"
                 " FROM (SELECT 1) AS one LEFT JOIN commands cmd"
                 " ON cmd.id = %(command)s AND cmd.cabinet = %(cabinet)s"
+                " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
+                if opened_at is None
+                else "UPDATE compartments c SET lock = 'unlocked',"
+                " grant_kind = coalesce(cmd.purpose, 'operator'), grant_parcel = cmd.parcel,"
+                " grant_at = %(at)s, grant_opened = true,"
+                " door = 'open', door_changed_at = %(opened)s"
+                " FROM (SELECT 1) AS one LEFT JOIN commands cmd"
+                " ON cmd.id = %(command)s AND cmd.cabinet = %(cabinet)s"
                 " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s",
                 {
                     "at": at,
                     "command": event.command_id,
                     "cabinet": event.cabinet,
                     "compartment": event.compartment,
+                    **({} if opened_at is None else {"opened": opened_at}),
                 },
             )
             return
         kind = _PURPOSE_OF_SOURCE.get(event.source)
         if kind is not None:
             self._set_grant(
-                conn, event.cabinet, event.compartment, kind, event.parcel, at, unlocked=True
+                conn,
+                event.cabinet,
+                event.compartment,
+                kind,
+                event.parcel,
+                at,
+                unlocked=True,
+                opened_at=opened_at,
             )
             return
+        if opened_at is None:
+            conn.execute(
+                "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
+                (event.cabinet, event.compartment),
+            )
+            return
+        # No grant of its own (an operator's, at the cabinet): the door's opening uses
+        # whatever grant the compartment had, as door_opened does.
         conn.execute(
-            "UPDATE compartments SET lock = 'unlocked' WHERE cabinet = %s AND id = %s",
-            (event.cabinet, event.compartment),
+            "UPDATE compartments SET lock = 'unlocked', door = 'open', door_changed_at = %s,"
+            " grant_opened = grant_kind IS NOT NULL WHERE cabinet = %s AND id = %s",
+            (opened_at, event.cabinet, event.compartment),
         )
 
     def _door_closed(
@@ -292,33 +422,52 @@ class Reactions:
         at: datetime,
         now: datetime,
         effects: Effects,
+        lazy: _Lazy,
+        last: bool,
     ) -> None:
-        # Closed and locked, the grant gone; what the grant was comes back (one statement).
-        row = conn.execute(
+        # Closed and locked, the grant gone; what the grant was comes back, and whether
+        # the compartment's held-open alert is open (one statement). Nearly always it
+        # is not: then its clearing, an UPDATE of no row that still fires the alerts'
+        # statement trigger, is not sent at all.
+        closing = conn.execute(
             "WITH old AS (SELECT grant_kind, grant_parcel, grant_opened FROM compartments"
             " WHERE cabinet = %(cabinet)s AND id = %(compartment)s FOR NO KEY UPDATE)"
             " UPDATE compartments c SET door = 'closed', lock = 'locked',"
             " door_changed_at = %(at)s, grant_kind = NULL, grant_parcel = NULL,"
             " grant_at = NULL, grant_opened = false FROM old"
             " WHERE c.cabinet = %(cabinet)s AND c.id = %(compartment)s"
-            " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened",
-            {"at": at, "cabinet": event.cabinet, "compartment": event.compartment},
-        ).fetchone()
-        cleared = clear_alert(
-            conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
+            " RETURNING old.grant_kind, old.grant_parcel, old.grant_opened,"
+            " EXISTS (SELECT 1 FROM alerts a WHERE a.cabinet = c.cabinet"
+            " AND coalesce(a.compartment, '') = c.id AND a.kind = %(held_open)s"
+            " AND a.cleared_at IS NULL)",
+            {
+                "at": at,
+                "cabinet": event.cabinet,
+                "compartment": event.compartment,
+                "held_open": AlertKind.HELD_OPEN.value,
+            },
         )
-        if cleared is not None:
-            effects.alerts_cleared.append(cleared)
+        if last:
+            lazy.pause()  # the result comes with the pipeline's Sync, not a round trip more
+        row = closing.fetchone()
+        if row is None or row[3]:
+            cleared = clear_alert(
+                conn, event.cabinet, AlertKind.HELD_OPEN, now=now, compartment=event.compartment
+            )
+            if cleared is not None:
+                effects.alerts_cleared.append(cleared)
         if row is None:
             logger.warning(
                 "door_closed for unknown compartment %s/%s", event.cabinet, event.compartment
             )
             return
-        kind, parcel, opened = row
+        kind, parcel, opened, _ = row
         if kind not in _PARCEL_GRANTS or parcel is None or not opened:
             return
         # Only the parcel's move may be refused (a rule error): it alone runs in a
-        # savepoint, so the door's state stays recorded whatever becomes of it.
+        # savepoint, out of the pipeline, so the door's state stays recorded whatever
+        # becomes of it.
+        lazy.pause()
         with _refusable(
             conn,
             f"event {event.type} seq {event.seq} of {event.cabinet}: parcel {parcel} not moved",
@@ -414,15 +563,15 @@ class Reactions:
         """:meth:`on_ack` for acks on ingest's ack lane, which waits for no event.
 
         For a connection in pipeline mode, in two round trips where it can. First
-        every command's outcome is sent (:func:`.rules.commands.send_outcome`) and,
-        for an ack that means ``succeeded``, the clearing of its compartment's
-        alerts, before its outcome is known (:func:`.rules.alerts.send_clear_on_success`:
-        it clears only if that very ack moved the command); then the results are
-        read, in the acks' order, and what follows from them is done as
-        :meth:`on_ack` does it (notifications, alerts of failed commands). An ack
-        that means ``succeeded`` after one that means ``failed`` of the same cabinet
-        clears its alerts only then, as on the normal path: the failed one's alert
-        may be of its compartment.
+        every command's outcome is sent (:func:`.rules.commands.send_outcome`);
+        for an ack that means ``succeeded``, the same statement says whether its
+        compartment has alerts a success clears (nearly always none). Then the
+        results are read, in the acks' order, and what follows from them is done as
+        :meth:`on_ack` does it (the alerts' clearing, only where some are open;
+        notifications; alerts of failed commands). An ack that means
+        ``succeeded`` after one that means ``failed`` of the same cabinet clears
+        its alerts without asking, as on the normal path: the failed one's alert,
+        raised after the question was sent, may be of its compartment.
 
         ``last_seen`` goes last and without waiting
         (:func:`.rules.presence.touch_nowait`): the lane's transaction then never
@@ -431,23 +580,30 @@ class Reactions:
         after; and an ack is not held up by such a transaction.
         """
         effects = Effects()
-        sent: list[tuple[Ack, PendingOutcome, PendingClear | None]] = []
+        sent: list[tuple[Ack, PendingOutcome]] = []
         failing: set[str] = set()
         for ack in acks:
-            moved = send_outcome(
-                conn, ack.command_id, ack.cabinet, ack.outcome, ack.reason, now=now
-            )
-            cleared = None
             status = outcome_status(ack.outcome)
-            if status is CommandStatus.SUCCEEDED and ack.cabinet not in failing:
-                cleared = send_clear_on_success(
-                    conn, ack.command_id, ack.cabinet, _CLEARED_BY_SUCCESS, now=now
+            ask = status is CommandStatus.SUCCEEDED and ack.cabinet not in failing
+            sent.append(
+                (
+                    ack,
+                    send_outcome(
+                        conn,
+                        ack.command_id,
+                        ack.cabinet,
+                        ack.outcome,
+                        ack.reason,
+                        now=now,
+                        alerts_open=_CLEARED_BY_SUCCESS if ask else (),
+                    ),
                 )
-            elif status is CommandStatus.FAILED:
+            )
+            if status is CommandStatus.FAILED:
                 failing.add(ack.cabinet)
-            sent.append((ack, moved, cleared))
-        for ack, moved, cleared in sent:  # the first read waits for all of them
-            self._ack_outcome(conn, ack, now, effects, moved.row(), cleared)
+        for ack, moved in sent:  # the first read waits for all of them
+            row, alerts_open = moved.read()
+            self._ack_outcome(conn, ack, now, effects, row, clear=alerts_open is not False)
         touch_nowait(conn, [ack.cabinet for ack in acks], now=now)
         return effects
 
@@ -458,16 +614,15 @@ class Reactions:
         now: datetime,
         effects: Effects,
         row: CommandRow | None,
-        cleared: PendingClear | None = None,
+        *,
+        clear: bool = True,
     ) -> None:
-        """What the ack's outcome ``row`` means; ``cleared``: its alerts, cleared already."""
-        if cleared is not None:
-            # Nothing unless this ack moved its command to succeeded (then row says so).
-            effects.alerts_cleared += cleared.cleared()
+        """What the ack's outcome ``row`` means; ``clear``: False when its compartment is
+        known to have no alert a success clears."""
         if row is None:
             return
         if row.status is CommandStatus.SUCCEEDED:
-            if cleared is None:
+            if clear:
                 effects.alerts_cleared += clear_alerts(
                     conn, row.cabinet, _CLEARED_BY_SUCCESS, now=now, compartment=row.compartment
                 )

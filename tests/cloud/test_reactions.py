@@ -25,7 +25,9 @@ from smartlocker.cloud.rules import (
     request_opening,
     reserve_parcel,
 )
+from smartlocker.cloud.rules.alerts import AlertKind, raise_alert
 from smartlocker.cloud.rules.fleet import CompartmentSpec, create_cabinet, set_fee_policy
+from smartlocker.cloud.rules.presence import mark_online
 from smartlocker.protocol import (
     Ack,
     AckOutcome,
@@ -551,8 +553,9 @@ def test_a_door_closing_that_moves_no_parcel_takes_no_savepoint(
     conn: Conn, core_url: str, keys: CloudKeys, reactions: Reactions
 ) -> None:
     """Only a parcel's move may be refused; a door that closes after an operator's
-    opening is one statement and the held-open alert's clearing, with no savepoint
-    around them (its SAVEPOINT and RELEASE were two more round trips)."""
+    opening is one statement (and the held-open alert's clearing, if one is open),
+    with no savepoint around them (its SAVEPOINT and RELEASE were two more round
+    trips)."""
     cmd = create_unlock_command(conn, "cab-1", "A1", "look", "op", now=T0)
     cab = Cabinet()
     reactions.on_events(
@@ -565,9 +568,127 @@ def test_a_door_closing_that_moves_no_parcel_takes_no_savepoint(
         reactions.on_events(tapped, [], T0)  # connection warm
         mark = tap.mark()
         reactions.on_events(tapped, [closed], T0)
-        # the cabinet touched and its clock read (once per batch), the door, the alert:
-        # four extended-protocol statements; a savepoint would add a Query each way
-        assert "".join(tap.messages[mark:]) == "PBDES" * 4
+        wire = "".join(tap.messages[mark:])
+        # The cabinet touched and its clock read (one statement, once per batch), then
+        # the door, which says whether a held-open alert is open (none: no clearing
+        # sent), read with the pipeline's Sync: two extended-protocol statements
+        # (Execute) in two round trips (they were four statements, four round trips:
+        # the clock read apart, the clearing of no alert); a savepoint would add a
+        # Query each way.
+        assert wire.count("E") == 2, wire
+        assert "Q" not in wire, wire
+        assert tap.round_trips(mark) == 2, wire
     assert conn.execute(
         "SELECT door, lock, grant_kind FROM compartments WHERE cabinet = 'cab-1' AND id = 'A1'"
     ).fetchone() == ("closed", "locked", None)
+
+
+def test_an_unlocks_events_take_two_round_trips(
+    conn: Conn, core_url: str, reactions: Reactions
+) -> None:
+    """A remote unlock's events (``unlocked``, ``door_opened``, ``door_closed``) in a
+    transaction of ingest's: the plain updates are not waited for but sent with the
+    next statement whose result is read, so the batch's rules take two round trips
+    (the cabinet's ``last_seen`` and clock; the rest, read with the Sync), not six
+    (a statement a trip, one more for the clock, and one for clearing a held-open
+    alert that is not there); the door's opening goes with the unlock, in one
+    statement. Same state as before."""
+    mark_online(conn, "cab-1", at=T0, now=T0)
+    cmd = create_unlock_command(conn, "cab-1", "A1", "look", "op", now=T0)
+    cab = Cabinet()
+    events = [
+        cab.unlocked(T0, "A1", UnlockSource.COMMAND, command_id=cmd.id),
+        cab.opened(T0 + timedelta(seconds=1), "A1"),
+        cab.closed(T0 + timedelta(seconds=2), "A1"),
+    ]
+    now = T0 + timedelta(seconds=3)
+    with PgWireTap(core_url) as tap, psycopg.connect(tap.url) as tapped:
+        with tapped.transaction():
+            reactions.on_events(tapped, [], now)  # connection warm, transaction open
+            mark = tap.mark()
+            effects = reactions.on_events(tapped, events, now)
+            wire = "".join(tap.messages[mark:])
+        # touch and clock; unlocked and opened (one statement), closed (no held-open
+        # alert: no clearing)
+        assert wire.count("E") == 3, wire
+        assert "Q" not in wire, wire
+        assert tap.round_trips(mark) == 2, wire
+    assert not effects
+    assert conn.execute(
+        "SELECT door, lock, grant_kind, grant_opened, door_changed_at FROM compartments"
+        " WHERE cabinet = 'cab-1' AND id = 'A1'"
+    ).fetchone() == ("closed", "locked", None, False, T0 + timedelta(seconds=2))
+    assert conn.execute("SELECT last_seen FROM cabinets WHERE id = 'cab-1'").fetchone() == (now,)
+
+
+def test_closed_doors_clear_their_held_open_alerts_in_a_pipelined_batch(
+    conn: Conn, core_url: str, reactions: Reactions
+) -> None:
+    """The closed door's statement says whether its held-open alert is open; the
+    clearing is sent only then, in the events' order: for an alert raised before the
+    batch, for one the batch's own alarm raised, and with the batch's last event."""
+    mark_online(conn, "cab-1", at=T0, now=T0)
+    before, _ = raise_alert(conn, "cab-1", AlertKind.HELD_OPEN, now=T0, compartment="A1")
+    cab = Cabinet()
+    events = [
+        cab.closed(T0, "A1"),
+        cab.alarm(T0, AlarmKind.HELD_OPEN, True, "A2"),
+        cab.closed(T0 + timedelta(seconds=1), "A2"),
+        cab.opened(T0 + timedelta(seconds=2), "B1"),
+        cab.alarm(T0 + timedelta(seconds=2), AlarmKind.HELD_OPEN, True, "B1"),
+        cab.closed(T0 + timedelta(seconds=3), "B1"),
+    ]
+    now = T0 + timedelta(seconds=4)
+    with psycopg.connect(core_url) as other, other.transaction():
+        other.execute("SELECT 1")  # the transaction open, as ingest's is
+        effects = reactions.on_events(other, events, now)
+    ids = [r[0] for r in conn.execute("SELECT id FROM alerts ORDER BY id").fetchall()]
+    assert ids[0] == before
+    assert effects.alerts_raised == ids[1:]
+    assert effects.alerts_cleared == ids
+    assert open_alerts(conn) == []
+    assert conn.execute(
+        "SELECT id, door FROM compartments WHERE cabinet = 'cab-1' AND id IN ('A1', 'A2', 'B1')"
+        " ORDER BY id"
+    ).fetchall() == [("A1", "closed"), ("A2", "closed"), ("B1", "closed")]
+
+
+@pytest.mark.parametrize("source", [UnlockSource.COMMAND, UnlockSource.DEPOSIT_CODE])
+def test_an_unlock_and_its_doors_opening_in_one_statement_leave_what_two_would(
+    conn: Conn, core_url: str, reactions: Reactions, source: UnlockSource
+) -> None:
+    """``unlocked`` followed by its compartment's ``door_opened`` in a batch is one
+    statement: the compartment's row, and the dashboard's notes of the transaction,
+    are those the two statements leave (here each event in a call of its own)."""
+    mark_online(conn, "cab-1", at=T0, now=T0)
+    cab = Cabinet()
+
+    def unlocked(comp: str) -> Event:
+        if source is UnlockSource.COMMAND:
+            cmd = create_unlock_command(conn, "cab-1", comp, "look", "op", now=T0)
+            return cab.unlocked(T0, comp, source, command_id=cmd.id)
+        return cab.unlocked(T0, comp, source, parcel="p-1")
+
+    def notes(batches: list[list[Event]]) -> list[str]:
+        with psycopg.connect(core_url, autocommit=True) as listener:
+            listener.execute("LISTEN smartlocker_dashboard")
+            with psycopg.connect(core_url) as other, other.transaction():
+                other.execute("SELECT 1")  # the transaction open, as ingest's is
+                for batch in batches:
+                    reactions.on_events(other, batch, T0 + timedelta(seconds=5))
+            return [n.payload for n in listener.notifies(timeout=0.5)]
+
+    opened = T0 + timedelta(milliseconds=3)
+    one = notes([[unlocked("A1"), cab.opened(opened, "A1")]])
+    two = notes([[unlocked("A2")], [cab.opened(opened, "A2")]])
+    rows = conn.execute(
+        "SELECT id, door, lock, grant_kind, grant_parcel, grant_at, grant_opened,"
+        " door_changed_at FROM compartments WHERE cabinet = 'cab-1' AND id IN ('A1', 'A2')"
+        " ORDER BY id"
+    ).fetchall()
+    assert rows[0][1:] == rows[1][1:]
+    kind = "operator" if source is UnlockSource.COMMAND else "deposit"
+    assert rows[0][1:5] == ("open", "unlocked", kind, None if kind == "operator" else "p-1")
+    assert rows[0][6:] == (True, opened)
+    assert [n.replace("A1", "A?") for n in one] == [n.replace("A2", "A?") for n in two]
+    assert len(one) == 1

@@ -1,13 +1,14 @@
-"""The ack lane in two round trips: an ack's alerts cleared before its outcome is read.
+"""The ack lane in two round trips: an ack's outcome says whether it has alerts to clear.
 
 Against a real PostgreSQL with the real rules. The lane sends each command's
-outcome and, for an ``opened`` ack, the clearing of its compartment's alerts in
-one round trip, before it knows whether the ack moved the command
-(``rules.alerts.send_clear_on_success``); what the results call for, ``last_seen``
-and ``COMMIT`` go in a second. Round trips are counted on the wire (a proxy reads
-the client's protocol messages). The clearing must not show: the alerts, their
-webhook notifications, the effects and the rules' log are those of the normal
-path (``on_ack``), and a duplicate ack of a command already final clears nothing.
+outcome in one round trip; for an ``opened`` ack the same statement says whether
+its compartment has alerts a success clears (``rules.commands.send_outcome``,
+``alerts_open``), and only then is their clearing sent; what the results call for,
+``last_seen`` and ``COMMIT`` go in a second. Round trips are counted on the wire
+(a proxy reads the client's protocol messages). The lane must not show: the
+alerts, their webhook notifications, the effects and the rules' log are those of
+the normal path (``on_ack``), and a duplicate ack of a command already final
+clears nothing.
 """
 
 from __future__ import annotations
@@ -104,7 +105,12 @@ def test_acks_that_succeed_commit_in_two_round_trips(db_url: str) -> None:
             mark = tap.mark()
             outcome = lane._commit([_inbound(_ack("cab-r", commands[1]), "acks", 1)])
             assert outcome.dead == 0
-            assert tap.round_trips(mark) == 2, "".join(tap.messages[mark:])
+            wire = "".join(tap.messages[mark:])
+            assert tap.round_trips(mark) == 2, wire
+            # BEGIN, the outcome (which says no alert of c1 is open), last_seen, COMMIT:
+            # four statements (the clearing of no alert, sent with the outcome before it
+            # was known, made five).
+            assert wire.count("E") == 4, wire
             # Three acks (one refused by the cabinet), a dead letter: still two.
             mark = tap.mark()
             batch = [

@@ -8,14 +8,13 @@ cabinet's events: a COPY, the rules, a commit. So the worker hands acks
 connection, and each PUBACK still goes out only after its ack committed.
 
 One transaction per batch of acks, in pipeline mode, in two round trips when
-the acks succeed (five or six on the normal path): ``BEGIN``, each command's
-``UPDATE … RETURNING`` and, for an ``opened`` ack, the clearing of its
-compartment's alerts (which clears only if that ack moved the command to
-``succeeded``: ``rules.alerts.send_clear_on_success``) in the first;
-``last_seen``, dead letters and ``COMMIT`` in the second. What the results call
-for is done between the two, at the cost it has on the normal path: the webhook
-notification of a cleared alert, the alert of a failed command. (Looking up a
-cabinet, once a minute, costs two more.) Presence is
+the acks succeed (five or six on the normal path): ``BEGIN`` and each command's
+``UPDATE … RETURNING`` (which, for an ``opened`` ack, also says whether its
+compartment has alerts a success clears) in the first; ``last_seen``, dead
+letters and ``COMMIT`` in the second. What the results call for is done between
+the two, at the cost it has on the normal path: the clearing of such alerts where
+some are open, the webhook notification of a cleared alert, the alert of a failed
+command. (Looking up a cabinet, once a minute, costs two more.) Presence is
 touched last and without waiting (``SKIP LOCKED``): an events transaction of
 the same cabinet holds its presence rows until it commits (and is touching
 them itself, at nearly the same time), and a lane that held presence rows while

@@ -4,10 +4,11 @@ A batch becomes, in ONE transaction on a sync psycopg connection:
 
 1. refused messages (malformed, unknown ``v``, wrong topic, cabinet mismatch,
    unknown cabinet) → ``dead_letters``;
-2. the events' cabinet cursors locked (in cabinet order), the events binary-COPYed
-   into a temp table and moved by ``INSERT … SELECT … ON CONFLICT DO NOTHING
-   RETURNING``, which says which are new; ``reactions.on_events`` with the new
-   ones; cursors advanced (:mod:`.receipts`);
+2. the events' cabinet cursors (:mod:`.cursors`), the events binary-COPYed into
+   ``events`` (should the unique key refuse it, another worker having committed one
+   meanwhile, the transaction again with the COPY into a temp table and
+   ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``, which says which are
+   new); ``reactions.on_events`` with the new ones; cursors advanced (:mod:`.receipts`);
 3. telemetry likewise (``on_telemetry``), status (:mod:`.presence`), acks and
    reported (``on_ack``, ``on_reported``); ``last_seen``.
 
@@ -76,6 +77,10 @@ _MOVE = (
     " SELECT cabinet, seq, ts, id, type, compartment, body, received_at"
     " FROM ingest_stage ON CONFLICT DO NOTHING RETURNING cabinet, seq, ts"
 )
+
+
+class _ConcurrentDuplicate(Exception):
+    """The COPY of a batch's events met one another worker committed meanwhile."""
 
 
 #: Seconds a provisioned cabinet is trusted without asking the database again.
@@ -333,18 +338,34 @@ class Writer:
                 for ack in sorted_.acks:
                     effects.append(self.rules.on_ack(conn, ack, now))
             checked = True
-        with conn.transaction():
-            if not checked:
-                self._refuse_unknown(conn, sorted_)
-            self._write_events(conn, sorted_, now, outcome, effects)
-            self._write_telemetry(conn, sorted_, now, effects)
-            self._write_presence(conn, sorted_, now, effects)
-            if not checked:
-                for ack in sorted_.acks:
-                    effects.append(self.rules.on_ack(conn, ack, now))
-            for rep in sorted_.reported:
-                effects.append(self.rules.on_reported(conn, rep, now))
-            write_dead_letters(conn, sorted_.dead)
+        refused = checked
+        kept = len(effects)
+        for stage in (False, True):
+            try:
+                with conn.transaction():
+                    if not refused:
+                        self._refuse_unknown(conn, sorted_)  # sorted_ keeps what it refused
+                        refused = True
+                    self._write_events(conn, sorted_, now, outcome, effects, stage)
+                    self._write_telemetry(conn, sorted_, now, effects)
+                    self._write_presence(conn, sorted_, now, effects)
+                    if not checked:
+                        for ack in sorted_.acks:
+                            effects.append(self.rules.on_ack(conn, ack, now))
+                    for rep in sorted_.reported:
+                        effects.append(self.rules.on_reported(conn, rep, now))
+                    write_dead_letters(conn, sorted_.dead)
+                break
+            except _ConcurrentDuplicate as exc:
+                if stage:
+                    raise RuntimeError("duplicate events refused by the staged insert") from None
+                # Rolled back: before the COPY only the cursors were read (and locked),
+                # and they are again. The batch again, through staging.
+                logger.info(
+                    "concurrent duplicate in a batch of %d; inserting with ON CONFLICT", *exc.args
+                )
+                del effects[kept:]
+                self._written = None
         if self._written is not None:
             self._cursors.committed(*self._written)
             self._written = None
@@ -422,6 +443,7 @@ class Writer:
         now: datetime,
         outcome: Outcome,
         effects: list[Any],
+        stage: bool = False,
     ) -> None:
         if not s.events:
             return
@@ -440,7 +462,7 @@ class Writer:
                 maybe_old.extend(r.key for r in rows if r.seq <= q or r.seq in ahead)
         old = self._existing(conn, maybe_old) if maybe_old else set()
         fresh = [r for r in unique if r.key not in old] if old else unique
-        inserted = self._insert_events(conn, fresh)
+        inserted = self._insert_events(conn, fresh, stage)
         new_count = len(fresh) if inserted is None else len(inserted)
         outcome.new_events = new_count
         outcome.duplicates = len(s.events) - new_count
@@ -499,26 +521,28 @@ class Writer:
         return {(r[0], r[1], r[2]) for r in rows}
 
     def _insert_events(
-        self, conn: psycopg.Connection[Any], fresh: list[EventRow]
+        self, conn: psycopg.Connection[Any], fresh: list[EventRow], stage: bool = False
     ) -> set[tuple[str, int, datetime]] | None:
         """COPY the new events straight into ``events``.
 
         Returns ``None`` when all of ``fresh`` went in (the usual case: no set of
         keys to build), else the keys of those that did. If another worker
-        committed one of them meanwhile (the unique key says so), fall back to
-        staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+        committed one of them meanwhile, the unique key refuses the COPY and so the
+        transaction (:class:`_ConcurrentDuplicate`): the caller runs it again with
+        ``stage``, staging + ``INSERT … ON CONFLICT DO NOTHING RETURNING``. (A
+        savepoint around the COPY would cost two round trips in every batch for
+        what is rare; nothing before the COPY writes.)
         """
         if not fresh:
             return set()
         prefix = self._body_prefix(conn)
-        try:
-            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
-                _copy_rows(copy, fresh, prefix)
-            return None
-        except psycopg.errors.UniqueViolation:
-            logger.info(
-                "concurrent duplicate in a batch of %d; inserting with ON CONFLICT", len(fresh)
-            )
+        if not stage:
+            try:
+                with conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+                    _copy_rows(copy, fresh, prefix)
+                return None
+            except psycopg.errors.UniqueViolation as exc:
+                raise _ConcurrentDuplicate(len(fresh)) from exc
         with conn.cursor() as cur:
             conn.execute(_STAGE)
             with cur.copy(_COPY) as copy:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,17 +16,14 @@ from typing import Any
 import psycopg
 
 from ..errors import NotFound
-from .commands import CommandStatus
 from .notifications import notify_alert
 
 __all__ = [
     "AlertKind",
-    "PendingClear",
     "ack_alert",
     "clear_alert",
     "clear_alerts",
     "raise_alert",
-    "send_clear_on_success",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,73 +115,6 @@ def clear_alerts(
         (now, cabinet, compartment, [AlertKind(k).value for k in kinds]),
     ).fetchall()
     return _cleared(conn, cabinet, compartment, rows, now)
-
-
-#: Only if this very transaction moved the command to ``succeeded``: its row version is
-#: this transaction's (``xmin``), with ``finished_at`` = now.
-_CLEAR_ON_SUCCESS = (
-    "UPDATE alerts a SET cleared_at = %(now)s FROM commands c"
-    " WHERE c.id = %(command)s AND c.cabinet = %(cabinet)s AND c.status = %(succeeded)s"
-    " AND c.finished_at = %(now)s AND c.xmin = pg_current_xact_id_if_assigned()::xid"
-    " AND a.cabinet = c.cabinet AND coalesce(a.compartment, '') = coalesce(c.compartment, '')"
-    " AND a.kind = ANY(%(kinds)s) AND a.cleared_at IS NULL"
-    " RETURNING a.id, a.kind, c.compartment"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PendingClear:
-    """Alerts' clearing sent to the server whose result is read later
-    (:func:`send_clear_on_success`)."""
-
-    cursor: psycopg.Cursor[Any]
-    cabinet: str
-    now: datetime
-
-    def cleared(self) -> list[int]:
-        """The ids of the alerts cleared (logged and notified as :func:`clear_alerts` does)."""
-        rows = self.cursor.fetchall()
-        if not rows:
-            return []
-        compartment = rows[0][2]  # the command's: the same in every row
-        return _cleared(
-            self.cursor.connection,
-            self.cabinet,
-            compartment,
-            [(alert, kind) for alert, kind, _ in rows],
-            self.now,
-        )
-
-
-def send_clear_on_success(
-    conn: psycopg.Connection[Any],
-    command: str,
-    cabinet: str,
-    kinds: Sequence[AlertKind],
-    *,
-    now: datetime,
-) -> PendingClear:
-    """:func:`clear_alerts` for the compartment of ``command``, sent before the ack's outcome
-    is known, without reading its result.
-
-    For ingest's ack lane: in pipeline mode, sent right after the command's
-    :func:`.commands.send_outcome`, it goes in the same round trip. It clears only
-    if this very transaction moved the command to ``succeeded`` (at ``now``), as
-    that statement does when the ack applies: a duplicate or late ack of a command
-    already final (even with the same ``now``) clears nothing, so an alert raised
-    after that command succeeded stays open.
-    """
-    cursor = conn.execute(
-        _CLEAR_ON_SUCCESS,
-        {
-            "now": now,
-            "command": command,
-            "cabinet": cabinet,
-            "succeeded": CommandStatus.SUCCEEDED.value,
-            "kinds": [AlertKind(k).value for k in kinds],
-        },
-    )
-    return PendingClear(cursor, cabinet, now)
 
 
 def _cleared(

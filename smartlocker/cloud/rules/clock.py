@@ -31,7 +31,14 @@ import psycopg
 
 from .alerts import AlertKind, clear_alert, raise_alert
 
-__all__ = ["ClockCheck", "ClockPolicy", "check_clock", "clock_correction"]
+__all__ = [
+    "CORRECTION_S",
+    "ClockCheck",
+    "ClockPolicy",
+    "check_clock",
+    "clock_correction",
+    "correction_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +115,20 @@ def clock_correction(conn: psycopg.Connection[Any], cabinet: str) -> timedelta:
     Callers apply it as ``min(ts - correction, now)`` and may cache it per batch.
     """
     row = conn.execute(
-        "SELECT c.clock_skew_s FROM cabinets c WHERE c.id = %s AND EXISTS (SELECT 1 FROM alerts a"
-        " WHERE a.cabinet = c.id AND a.kind = 'fault' AND a.compartment IS NULL"
-        " AND a.cleared_at IS NULL)",
+        f"SELECT {CORRECTION_S} FROM cabinets c WHERE c.id = %s",  # noqa: S608 (a constant)
         (cabinet,),
     ).fetchone()
-    if row is None or row[0] is None:
-        return timedelta(0)
-    return timedelta(seconds=float(row[0]))
+    return correction_of(None if row is None else row[0])
+
+
+#: The SQL of :func:`clock_correction` in seconds (NULL: none), for a row ``c`` of
+#: ``cabinets``, so that another statement on that row can return it too.
+CORRECTION_S = (
+    "CASE WHEN EXISTS (SELECT 1 FROM alerts a WHERE a.cabinet = c.id AND a.kind = 'fault'"
+    " AND a.compartment IS NULL AND a.cleared_at IS NULL) THEN c.clock_skew_s END"
+)
+
+
+def correction_of(seconds: float | None) -> timedelta:
+    """The correction from :data:`CORRECTION_S`'s value."""
+    return timedelta(0) if seconds is None else timedelta(seconds=float(seconds))

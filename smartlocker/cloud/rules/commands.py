@@ -10,7 +10,7 @@ so a duplicate ack is harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -285,16 +285,25 @@ class PendingOutcome:
     cursor: psycopg.Cursor[Any]
     command: str
     cabinet: str
+    #: Whether the statement also says if alerts were open (``send_outcome(alerts_open=)``).
+    asks_alerts: bool = False
 
     def row(self) -> CommandRow | None:
         """The updated command, or None (unknown, other cabinet, or final)."""
+        return self.read()[0]
+
+    def read(self) -> tuple[CommandRow | None, bool | None]:
+        """The updated command (or None), and whether alerts of the kinds asked about
+        were open on its compartment (None: not asked, or no command moved)."""
         values = self.cursor.fetchone()
         if values is None:
             logger.info(
                 "ack for command %s of %s ignored (unknown or final)", self.command, self.cabinet
             )
-            return None
-        return _row(values)
+            return None, None
+        if self.asks_alerts:
+            return _row(values[:-1]), bool(values[-1])
+        return _row(values), None
 
 
 def send_outcome(
@@ -305,21 +314,45 @@ def send_outcome(
     reason: str | None,
     *,
     now: datetime,
+    alerts_open: Sequence[str] = (),
 ) -> PendingOutcome:
     """Send the statement of :func:`record_outcome` without reading its result.
 
     In pipeline mode nothing waits for the row until it is read, so the statements
-    that follow go in the same round trip (ingest's ack lane).
+    that follow go in the same round trip (ingest's ack lane). With ``alerts_open``
+    (alert kinds) the same statement also says whether any of them is open on the
+    command's compartment (:meth:`PendingOutcome.read`), so that a clearing that
+    would change nothing need not be sent.
     """
     status = outcome_status(outcome)
     allowed_from = [src.value for (src, dst) in COMMAND_TRANSITIONS if dst is status]
+    params: list[Any] = [
+        status.value,
+        AckOutcome(outcome).value,
+        reason,
+        now,
+        command,
+        cabinet,
+        allowed_from,
+    ]
+    returning = _COLUMNS
+    if alerts_open:
+        returning += _ALERTS_OPEN
+        params.append([str(kind) for kind in alerts_open])
     cursor = conn.execute(
         "UPDATE commands SET status = %s, outcome = %s, outcome_reason = %s, finished_at = %s"  # noqa: S608 (constant column list)
-        " WHERE id = %s AND cabinet = %s AND status = ANY(%s)"
-        f" RETURNING {_COLUMNS}",
-        (status.value, AckOutcome(outcome).value, reason, now, command, cabinet, allowed_from),
+        f" WHERE id = %s AND cabinet = %s AND status = ANY(%s) RETURNING {returning}",
+        params,
     )
-    return PendingOutcome(cursor, command, cabinet)
+    return PendingOutcome(cursor, command, cabinet, bool(alerts_open))
+
+
+#: Whether alerts of some kinds are open on the command's compartment (see send_outcome).
+_ALERTS_OPEN = (
+    ", EXISTS (SELECT 1 FROM alerts a WHERE a.cabinet = commands.cabinet"
+    " AND coalesce(a.compartment, '') = coalesce(commands.compartment, '')"
+    " AND a.kind = ANY(%s) AND a.cleared_at IS NULL)"
+)
 
 
 def expire_commands(conn: psycopg.Connection[Any], now: datetime) -> list[CommandRow]:
