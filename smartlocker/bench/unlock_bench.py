@@ -130,7 +130,10 @@ class _Probe:
         }
 
     def close(self) -> None:
-        self._client.disconnect()
+        """Stop watching (again: harmless): the concurrent phase runs without the probe,
+        whose copies of every command and ack would take CPU from what is measured."""
+        if self._client.is_connected():
+            self._client.disconnect()
         self._client.loop_stop()
 
 
@@ -543,6 +546,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             sequential["cpu_ms_per_unlock"] = cpu
             sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
             sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
+        probe.close()
 
         concurrent: dict[str, Any] | None = None
         if cfg.clients > 0 and cfg.duration > 0:
