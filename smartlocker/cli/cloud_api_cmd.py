@@ -14,6 +14,8 @@ import click
 # import whether it runs in multiprocess mode, so PROMETHEUS_MULTIPROC_DIR must be set
 # before (see the command below).
 DEFAULT_BIND = "127.0.0.1:8080"
+#: gunicorn's gthread, serving a busy keep-alive connection on its thread.
+_WORKER = "smartlocker.cloud.gunicorn_worker.LingeringThreadWorker"
 
 __all__ = ["api"]
 
@@ -54,7 +56,7 @@ def api(
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("worker_class", _WORKER if threads > 1 else "sync")
             self.cfg.set("preload_app", False)  # each worker builds its app after the fork
             self.cfg.set("child_exit", _child_exit)
             self.cfg.set("post_worker_init", _post_worker_init)

@@ -388,3 +388,99 @@ def test_creating_a_command_does_not_wait_for_ingest_holding_the_cabinet_row(
         assert api.execute(
             "SELECT counter FROM command_counters WHERE cabinet = 'cab-1'"
         ).fetchone() == (row.counter,)
+
+
+def test_an_unlock_waiting_for_its_cabinet_does_not_hold_up_the_keys_other_unlocks(
+    world: World, make_app: Callable[..., Flask]
+) -> None:
+    """Every unlock of a key updates the key's one rate-limit row: it is counted last in
+    the transaction, so that row stays locked only until the COMMIT, not while the
+    command waits (here for another transaction holding its cabinet's counter)."""
+    c = make_app(pool_min=2, pool_max=4, unlocks_per_minute=100).test_client()
+    answers: dict[str, int] = {}
+
+    def unlock(cabinet: str) -> None:
+        r = c.post(
+            f"/api/v1/cabinets/{cabinet}/compartments/A1/unlock",
+            json={"reason": "held up?"},
+            headers=world.as_admin(),
+        )
+        answers[cabinet] = r.status_code
+
+    unlock("cab-1")  # the counter row exists, and the key's window row
+    assert answers["cab-1"] == 202
+    with (
+        psycopg.connect(world.url, autocommit=True) as holder,
+        psycopg.connect(world.url, autocommit=True) as observer,  # fresh activity snapshots
+    ):
+        with holder.transaction():
+            holder.execute("SELECT * FROM command_counters WHERE cabinet = 'cab-1' FOR UPDATE")
+            stuck = threading.Thread(target=unlock, args=("cab-1",))
+            stuck.start()
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%command_counters%'"
+            )
+            deadline = time.monotonic() + 10
+            while observer.execute(waiting).fetchone() != (1,):
+                assert time.monotonic() < deadline, f"the unlock never waited: {answers}"
+                time.sleep(0.01)
+            other = threading.Thread(target=unlock, args=("cab-2",))  # same key
+            other.start()
+            other.join(2.0)
+            held_up = other.is_alive()
+            still_stuck = stuck.is_alive()
+        # (the holder lets go here, whatever happened: no thread is left waiting)
+        other.join(10)
+        stuck.join(10)
+    assert not held_up, "the key's other unlock waited for the stuck one"
+    assert still_stuck  # the first one really was waiting for its counter
+    assert answers == {"cab-1": 202, "cab-2": 202}
+    with psycopg.connect(world.url) as conn:
+        assert conn.execute(
+            "SELECT sum(hits) FROM api_rate_limits WHERE bucket LIKE 'unlock:%'"
+        ).fetchone() == (3,)
+
+
+def test_an_awaited_unlock_is_marked_sent_only_if_its_wait_ends_without_the_outcome(
+    world: World, make_app: Callable[..., Flask]
+) -> None:
+    """Not awaited: `sent` at the PUBACK. Awaited: the ack's update does not queue behind
+    a `sent` commit of the same row; `sent` is written only when the wait runs out."""
+    c = make_app(pool_min=2, pool_max=4, unlocks_per_minute=100).test_client()
+    base = "/api/v1/cabinets/cab-1/compartments/A1/unlock"
+
+    def row(command: str) -> tuple[Any, ...]:
+        with psycopg.connect(world.url) as conn:
+            found = conn.execute(
+                "SELECT status, sent_at IS NOT NULL AND sent_at >= created_at"
+                " FROM commands WHERE id = %s",
+                (command,),
+            ).fetchone()
+        assert found is not None
+        return tuple(found)
+
+    r = c.post(base, json={"reason": "no wait"}, headers=world.as_admin())
+    assert (r.status_code, (r.json or {})["status"]) == (202, "sent")
+    assert row(r.json["id"]) == ("sent", True)
+
+    r = c.post(base + "?wait=0.3", json={"reason": "nobody answers"}, headers=world.as_admin())
+    assert (r.status_code, (r.json or {})["status"]) == (202, "sent")
+    assert row(r.json["id"]) == ("sent", True)
+
+    def ack() -> None:  # ingest's part, as soon as the command exists
+        with psycopg.connect(world.url, autocommit=True) as conn:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                found = conn.execute("SELECT id FROM commands WHERE reason = 'answered'").fetchone()
+                if found is not None:
+                    record_outcome(conn, found[0], "cab-1", AckOutcome.OPENED, None, now=utcnow())
+                    return
+                time.sleep(0.005)
+
+    acker = threading.Thread(target=ack)
+    acker.start()
+    r = c.post(base + "?wait=10", json={"reason": "answered"}, headers=world.as_admin())
+    acker.join()
+    assert (r.status_code, (r.json or {})["status"]) == (200, "succeeded")
+    assert row(r.json["id"]) == ("succeeded", False)  # created → succeeded

@@ -22,7 +22,7 @@ def _command(
     conn: psycopg.Connection[Any],
     command: str,
     created: float,
-    sent: float,
+    sent: float | None,
     finished: float,
     status: str = "succeeded",
 ) -> None:
@@ -31,7 +31,14 @@ def _command(
         " created_at, expires_at, sent_at, finished_at)"
         " VALUES (%s, 'cab-b', 'c1', 1 + (SELECT count(*) FROM commands), 'bench', %s,"
         " %s, %s, %s, %s)",
-        (command, status, _ms(created), _ms(created + 30_000), _ms(sent), _ms(finished)),
+        (
+            command,
+            status,
+            _ms(created),
+            _ms(created + 30_000),
+            None if sent is None else _ms(sent),
+            _ms(finished),
+        ),
     )
 
 
@@ -54,7 +61,8 @@ def test_the_breakdown_takes_each_commands_first_pulse_in_one_pass(db_url: str) 
         _command(conn, "k0", 0, 500, 900)  # older than the last three: left out
         _command(conn, "k1", 1000, 1010, 1040)
         _command(conn, "k2", 2000, 2020, 2070)
-        _command(conn, "k3", 3000, 3030, 3090)  # no pulse: only in the legs without one
+        # awaited (never marked sent), no pulse: only in the legs without either
+        _command(conn, "k3", 3000, None, 3090)
         _command(conn, "k4", 3500, 3501, 3502, status="failed")  # not succeeded: left out
         _event(conn, 1, 1030, "unlocked", "k1")
         _event(conn, 2, 1035, "unlocked", "k1")  # a second pulse: the first one counts
@@ -63,11 +71,11 @@ def test_the_breakdown_takes_each_commands_first_pulse_in_one_pass(db_url: str) 
         _event(conn, 5, 2060, "unlocked", None)  # an unlock by code
         _event(conn, 6, 700, "unlocked", "k0")
         _event(conn, 7, 3502, "unlocked", "k4")
-        # created→sent 10, 20, 30; sent→pulse 20, 30; pulse→final 10, 20;
+        # created→sent 10, 20; created→pulse 30, 50; pulse→final 10, 20;
         # created→final 40, 70, 90.
         assert _breakdown(db_url, 3) == {
-            "created_to_sent": 20.0,
-            "sent_to_pulse": 25.0,
+            "created_to_sent": 15.0,
+            "created_to_pulse": 40.0,
             "pulse_to_final": 15.0,
             "created_to_final": 70.0,
         }

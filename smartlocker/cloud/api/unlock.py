@@ -87,12 +87,13 @@ def open_compartment(
     """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``.
 
     One round trip to PostgreSQL before the publication and one after. Before: the
-    per-cabinet lock, ``BEGIN``, the rate-limit count, the audit row, the command
-    and ``COMMIT`` travel in one pipeline with one Sync; the statements refuse by
+    per-cabinet lock, ``BEGIN``, the audit row, the command, the rate-limit count and
+    ``COMMIT`` travel in one pipeline with one Sync; the statements refuse by
     themselves (an error that aborts the transaction, migration 0011) past the rate
     limit or without a compartment within the key's sites, so the ``COMMIT`` need
-    not wait for Python to read anything. After the PUBACK, the lock's release and
-    the ``sent`` mark go together. The answer to ``?wait`` comes from the NOTIFY's
+    not wait for Python to read anything. After the PUBACK, the lock's release, with
+    the ``sent`` mark unless the request waits (then the mark is made only if the wait
+    ends without the outcome). The answer to ``?wait`` comes from the NOTIFY's
     payload (the outcome), without reading the row again.
     """
     s = state()
@@ -119,14 +120,6 @@ def open_compartment(
                     )
                     locked = True
                     conn.execute("BEGIN")
-                    # The limit speaks first: counted before the command is looked for.
-                    pending = count_hit(
-                        conn,
-                        f"unlock:{principal.key_id}",
-                        window=timedelta(minutes=1),
-                        now=now,
-                        refuse_past=limit,
-                    )
                     audit(
                         conn,
                         actor=principal.actor,
@@ -147,8 +140,19 @@ def open_compartment(
                         purpose=purpose,
                         command_id=command_id,
                         sites=principal.sites,
-                        refuse_missing=True,
                     )
+                    # The key's count is one row every unlock of that key updates: it is
+                    # taken last, so its row lock lasts only until this COMMIT (not while
+                    # the command waits for its cabinet's counter). The limit still
+                    # speaks before the scope: it refuses before the missing compartment.
+                    pending = count_hit(
+                        conn,
+                        f"unlock:{principal.key_id}",
+                        window=timedelta(minutes=1),
+                        now=now,
+                        refuse_past=limit,
+                    )
+                    created.refuse_if_missing(conn)
                     conn.execute("COMMIT")
                 row = created.row()
             except psycopg.Error as exc:
@@ -179,10 +183,18 @@ def open_compartment(
                     slug="mqtt-unavailable",
                 ) from exc
             # The broker has it (PUBACK): the next command of this cabinet may go.
-            with conn.pipeline():
+            sent_at = s.clock()
+            if watch is None:
+                with conn.pipeline():
+                    _unlock(conn, cabinet)
+                    locked = False
+                    mark_sent(conn, row.id, now=sent_at)
+            else:
+                # Awaited: marked `sent` only if the wait ends without the outcome. The
+                # ack's update would otherwise queue behind this row's `sent` commit
+                # (its disk flush) on the answer's path; created → final is allowed.
                 _unlock(conn, cabinet)
                 locked = False
-                mark_sent(conn, row.id, now=now)
         finally:
             if locked:
                 _unlock(conn, cabinet)
@@ -204,6 +216,7 @@ def open_compartment(
             if done is not None:
                 s.metrics.commands.labels(done.status.value).inc()
                 return command_model(done), 200
+            mark_sent(conn, row.id, now=sent_at)
             return command_model(get_command(conn, row.id)), 202
     # Published: "sent", unless the ack overtook this line (then it says so next time).
     return command_model(replace(row, status=CommandStatus.SENT)), 202

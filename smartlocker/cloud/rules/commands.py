@@ -145,6 +145,7 @@ class PendingCommand:
     """A command sent to the server whose row is read later (:func:`send_create_command`)."""
 
     cursor: psycopg.Cursor[Any]
+    command_id: str
     cabinet: str
     compartment: str
     purpose: str
@@ -156,6 +157,14 @@ class PendingCommand:
             _no_compartment(self.cabinet, self.compartment),
             cabinet=self.cabinet,
             compartment=self.compartment,
+        )
+
+    def refuse_if_missing(self, conn: psycopg.Connection[Any]) -> None:
+        """Queue a statement failing the transaction with :data:`NO_COMPARTMENT` if the
+        command was not created (so that in pipeline mode a ``COMMIT`` can follow)."""
+        conn.execute(
+            "SELECT smartlocker_refuse(NOT EXISTS (SELECT 1 FROM commands WHERE id = %s), %s, %s)",
+            (self.command_id, NO_COMPARTMENT, _no_compartment(self.cabinet, self.compartment)),
         )
 
     def row(self) -> CommandRow:
@@ -194,8 +203,8 @@ def send_create_command(
 
     ``sites`` (None: any) limits the cabinets it may be created in. With
     ``refuse_missing`` a missing compartment fails the transaction with
-    :data:`NO_COMPARTMENT` (a statement after the insert checks it), so that in
-    pipeline mode a ``COMMIT`` can follow at once.
+    :data:`NO_COMPARTMENT` right after the insert (:meth:`PendingCommand.refuse_if_missing`
+    places that check later), so that in pipeline mode a ``COMMIT`` can follow at once.
     """
     command_id = command_id or new_message_id()
     cursor = conn.execute(
@@ -213,12 +222,10 @@ def send_create_command(
             "sites": None if sites is None else sorted(sites),
         },
     )
+    pending = PendingCommand(cursor, command_id, cabinet, compartment, purpose, actor)
     if refuse_missing:
-        conn.execute(
-            "SELECT smartlocker_refuse(NOT EXISTS (SELECT 1 FROM commands WHERE id = %s), %s, %s)",
-            (command_id, NO_COMPARTMENT, _no_compartment(cabinet, compartment)),
-        )
-    return PendingCommand(cursor, cabinet, compartment, purpose, actor)
+        pending.refuse_if_missing(conn)
+    return pending
 
 
 def create_command(
