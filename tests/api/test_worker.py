@@ -28,6 +28,8 @@ from .stack import CLOUD_USER, ServedApi, serve_api, signing_key_file, start_bro
 
 THREADS = 2
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+#: The worker is the same whatever the database: one flavor is enough.
+_ONE_FLAVOR = pytest.mark.parametrize("pg_cluster", ["postgres"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,7 @@ def _connect(api: ServedApi) -> socket.socket:
     return sock
 
 
+@_ONE_FLAVOR
 def test_requests_sent_together_on_one_connection_are_answered_in_order(
     served: ServedApi,
 ) -> None:
@@ -99,6 +102,7 @@ def test_requests_sent_together_on_one_connection_are_answered_in_order(
             assert [answers.status() for _ in range(3)] == [200, 404, 200]
 
 
+@_ONE_FLAVOR
 def test_a_connection_quiet_past_the_linger_is_still_served_by_the_main_loop(
     served: ServedApi,
 ) -> None:
@@ -110,6 +114,7 @@ def test_a_connection_quiet_past_the_linger_is_still_served_by_the_main_loop(
             assert answers.status() == 200
 
 
+@_ONE_FLAVOR
 def test_more_busy_connections_than_threads_are_all_served(served: ServedApi) -> None:
     """Threads that linger leave one free: no connection waits behind a quiet one."""
     answered: list[int] = []
@@ -139,6 +144,7 @@ def test_more_busy_connections_than_threads_are_all_served(served: ServedApi) ->
     assert time.monotonic() - started < 240 * LINGER_S / 2
 
 
+@_ONE_FLAVOR
 def test_a_stopping_worker_does_not_wait_on_a_lingering_connection(
     pg_cluster: PgCluster, tmp_path: Path, cloud_keys: CloudKeys
 ) -> None:
