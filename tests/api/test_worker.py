@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,8 +37,15 @@ _ONE_FLAVOR = pytest.mark.parametrize("pg_cluster", ["postgres"], indirect=True)
 def served(
     pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory, cloud_keys: CloudKeys
 ) -> Iterator[ServedApi]:
+    with _serving(pg_cluster, tmp_path_factory.mktemp("worker"), cloud_keys) as api:
+        yield api
+
+
+@contextmanager
+def _serving(pg_cluster: PgCluster, tmp: Path, cloud_keys: CloudKeys) -> Iterator[ServedApi]:
+    """``smartlocker cloud api``, one worker of :data:`THREADS` threads, on a fresh
+    database and broker; all three gone afterwards."""
     url = pg_cluster.create_database()
-    tmp = tmp_path_factory.mktemp("worker")
     broker, password, _ = start_broker(tmp / "broker")
     api = None
     try:
@@ -148,32 +156,17 @@ def test_more_busy_connections_than_threads_are_all_served(served: ServedApi) ->
 def test_a_stopping_worker_does_not_wait_on_a_lingering_connection(
     pg_cluster: PgCluster, tmp_path: Path, cloud_keys: CloudKeys
 ) -> None:
-    url = pg_cluster.create_database()
-    broker, password, _ = start_broker(tmp_path / "broker")
-    try:
-        migrate(url)
-        api = serve_api(
-            tmp_path,
-            database_url=url,
-            mqtt_url=f"mqtt://{CLOUD_USER}:{password}@{broker.host}:{broker.port}",
-            signing_key=signing_key_file(tmp_path, cloud_keys),
-            workers=1,
-            threads=THREADS,
-        )
-        with _connect(api) as sock:
-            sock.sendall(HEALTH)
-            assert _Answers(sock).status() == 200
-            started = time.monotonic()
-            api.process.send_signal(signal.SIGTERM)  # graceful stop, connection kept open
-            try:
-                api.process.wait(10)
-            except subprocess.TimeoutExpired:
-                api.process.kill()
-                raise
-            assert time.monotonic() - started < 5
-    finally:
-        broker.stop()
-        pg_cluster.drop_database(url)
+    with _serving(pg_cluster, tmp_path, cloud_keys) as api, _connect(api) as sock:
+        sock.sendall(HEALTH)
+        assert _Answers(sock).status() == 200
+        started = time.monotonic()
+        api.process.send_signal(signal.SIGTERM)  # graceful stop, connection kept open
+        try:
+            api.process.wait(10)
+        except subprocess.TimeoutExpired:
+            api.process.kill()
+            raise
+        assert time.monotonic() - started < 5
 
 
 # -- the decision, on real sockets -------------------------------------------------------

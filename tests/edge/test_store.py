@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -10,6 +11,19 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.protocol import Receipt, encode, load_public_key
 from tests.edge.conftest import config_dict
+
+
+def _offline_cabinet(tmp_path: Any, public_key_file: Any) -> tuple[Cabinet, Store, MockFactory]:
+    """Cabinet ``cab-a`` on mock pins with its store, and no broker to reach."""
+    config = parse_config(
+        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    return cabinet, store, factory
 
 
 def test_pragmas_seq_and_receipts(tmp_path) -> None:
@@ -63,14 +77,7 @@ def test_telemetry_is_bounded_events_are_not(tmp_path) -> None:
 
 
 def test_receipts_never_drop_unsent_events(tmp_path, public_key_file) -> None:
-    config = parse_config(
-        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
-    )
-    store = Store(config.database_path)
-    factory = MockFactory()
-    cabinet = Cabinet(
-        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
-    )
+    cabinet, store, factory = _offline_cabinet(tmp_path, public_key_file)
     try:
         cabinet.open()
         stale = encode(Receipt(cabinet="cab-a", upto_seq=1000))
@@ -370,14 +377,7 @@ def test_an_unlock_commits_three_times_and_its_receipt_once(
     from tests.edge.cloud import Cloud
     from tests.edge.conftest import DOOR_PINS
 
-    config = parse_config(
-        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
-    )
-    store = Store(config.database_path)
-    factory = MockFactory()
-    cabinet = Cabinet(
-        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
-    )
+    cabinet, store, factory = _offline_cabinet(tmp_path, public_key_file)
     try:
         cabinet.open()
         cabinet.tick()  # the first heartbeat is due at once; it is not the unlock's
@@ -403,7 +403,7 @@ def test_an_unlock_commits_three_times_and_its_receipt_once(
         cabinet.close()
         store.close()
         factory.reset()
-    db = sqlite3.connect(config.database_path)
+    db = sqlite3.connect(cabinet.config.database_path)
     assert db.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
     (left,) = db.execute("SELECT payload FROM outbox").fetchall()  # receipted: only shutdown
     assert b'"shutdown"' in left[0]
