@@ -36,6 +36,46 @@ def test_unlocks_are_limited_per_key(world: World, tight_app: Flask) -> None:
     assert c.post(url, json={"reason": "x" * 5}, headers=world.key("admin")).status_code == 202
 
 
+def test_a_key_past_its_limit_learns_nothing_of_cabinets_and_compartments(
+    world: World, tight_app: Flask
+) -> None:
+    """The limit speaks before the scope: past it, another site's cabinet, a cabinet
+    that does not exist and a compartment that does not exist all answer 429; the
+    refused requests count nothing, audit nothing, create nothing."""
+    c = tight_app.test_client()
+    key = world.key("operator", "s1")
+    mine = "/api/v1/cabinets/cab-1/compartments/A1/unlock"
+    before_limit = [
+        c.post(url, json={"reason": "probe"}, headers=key).status_code
+        for url in (
+            mine,
+            "/api/v1/cabinets/cab-2/compartments/A1/unlock",  # site s2's
+            "/api/v1/cabinets/cab-1/compartments/ZZ/unlock",
+            mine,
+            mine,
+        )
+    ]
+    assert before_limit == [202, 404, 404, 202, 202]  # refusals did not count
+    past = [
+        c.post(url, json={"reason": "probe"}, headers=key).status_code
+        for url in (
+            "/api/v1/cabinets/cab-2/compartments/A1/unlock",
+            "/api/v1/cabinets/nowhere/compartments/A1/unlock",
+            "/api/v1/cabinets/cab-1/compartments/ZZ/unlock",
+            mine,
+        )
+    ]
+    assert past == [429, 429, 429, 429]
+    with psycopg.connect(world.url) as conn:
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == (3,)
+        assert conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action LIKE 'compartment.unlock.%'"
+        ).fetchone() == (3,)
+        assert conn.execute(
+            "SELECT sum(hits) FROM api_rate_limits WHERE bucket LIKE 'unlock:%'"
+        ).fetchone() == (3,)
+
+
 def test_wrong_pickup_codes_lock_out_like_the_kiosk(world: World, cloud_keys: CloudKeys) -> None:
     c = world.client
     parcel = c.post(

@@ -23,7 +23,17 @@ import psycopg
 
 from .errors import RateLimited
 
-__all__ = ["RATE_LIMITED", "CodeThrottle", "PendingHit", "count_hit", "hit", "lockout_for"]
+__all__ = [
+    "RATE_LIMITED",
+    "CodeThrottle",
+    "PendingHit",
+    "count_hit",
+    "count_params",
+    "count_statement",
+    "hit",
+    "lockout_for",
+    "window_start",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +54,8 @@ class PendingHit:
     """
 
     conn: psycopg.Connection[Any]
-    cursor: psycopg.Cursor[Any]
+    #: Where the count will be read (None: ``_hits`` is already known).
+    cursor: psycopg.Cursor[Any] | None
     bucket: str
     start: datetime
     window: timedelta
@@ -53,10 +64,15 @@ class PendingHit:
 
     def hits(self) -> int:
         if self._hits is None:
+            assert self.cursor is not None
             row = self.cursor.fetchone()
             assert row is not None
             self._hits = int(row[0])
         return self._hits
+
+    def read(self, hits: int) -> None:
+        """The count, read by the caller (where the hit was part of its statement)."""
+        self._hits = hits
 
     def forget_old_windows(self) -> None:
         """The first hit of a window deletes the bucket's older windows.
@@ -105,16 +121,40 @@ def count_hit(
     ``COMMIT`` without waiting to read the count (:meth:`PendingHit.exceeded` makes
     the error to show).
     """
-    seconds = window.total_seconds()
-    start = now - timedelta(seconds=(now - _EPOCH).total_seconds() % seconds)
-    cursor = conn.execute(
-        "INSERT INTO api_rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
+    pending = PendingHit(conn, None, bucket, window_start(now, window), window, now)
+    pending.cursor = conn.execute(
+        count_statement("VALUES (%(bucket)s, %(window_start)s, 1)"),
+        count_params(pending, refuse_past),
+    )
+    return pending
+
+
+def window_start(now: datetime, window: timedelta) -> datetime:
+    """The start of the fixed window ``now`` falls in."""
+    return now - timedelta(seconds=(now - _EPOCH).total_seconds() % window.total_seconds())
+
+
+def count_statement(source: str) -> str:
+    """The count's upsert, ``RETURNING hits`` (refusing past ``refuse_past``), with the
+    row to insert from ``source`` (``VALUES`` or a ``SELECT``: a statement that counts
+    after doing something else, as the API's unlock does; named parameters
+    :func:`count_params`)."""
+    return (
+        f"INSERT INTO api_rate_limits (bucket, window_start, hits) {source}"
         " ON CONFLICT (bucket, window_start)"
         " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits,"
-        " smartlocker_refuse(hits > %s, %s, 'rate limit reached')",
-        (bucket, start, refuse_past, RATE_LIMITED),
+        " smartlocker_refuse(hits > %(refuse_past)s, %(rate_limited)s, 'rate limit reached')"
     )
-    return PendingHit(conn, cursor, bucket, start, window, now)
+
+
+def count_params(pending: PendingHit, refuse_past: int | None) -> dict[str, Any]:
+    """The parameters of :func:`count_statement` for ``pending``'s bucket and window."""
+    return {
+        "bucket": pending.bucket,
+        "window_start": pending.start,
+        "refuse_past": refuse_past,
+        "rate_limited": RATE_LIMITED,
+    }
 
 
 def hit(

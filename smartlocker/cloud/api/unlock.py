@@ -1,7 +1,7 @@
 """Opening a compartment through the API: command, audit, publish, optionally wait.
 
-The command row (:func:`~smartlocker.cloud.rules.commands.send_create_command`), its
-audit entry and the rate-limit count commit together, in one round trip; then
+The command row (:data:`~smartlocker.cloud.rules.commands.CREATE_CTES`), its audit
+entry and the rate-limit count commit together, in one statement and one round trip; then
 :func:`~smartlocker.cloud.downlink.publish_command` signs and publishes it. With
 ``wait`` the request sleeps on the process's LISTEN thread until the command is
 final (the ack was ingested, in whichever process) or the wait is over.
@@ -19,14 +19,17 @@ import psycopg
 
 from smartlocker.cloud.downlink import publish_command
 from smartlocker.cloud.rules.commands import (
+    CREATE_CTES,
     NO_COMPARTMENT,
     CommandRow,
     CommandStatus,
+    command_row,
+    create_params,
     get_command,
     mark_sent,
-    send_create_command,
+    missing_compartment,
 )
-from smartlocker.cloud.rules.fleet import audit
+from smartlocker.cloud.rules.fleet import AUDIT_INSERT, audit_params
 from smartlocker.protocol import new_message_id
 
 from .app import state
@@ -34,7 +37,7 @@ from .auth import Principal
 from .errors import ServiceUnavailable
 from .models import Command
 from .publisher import MqttPublishError
-from .ratelimit import RATE_LIMITED, count_hit
+from .ratelimit import RATE_LIMITED, PendingHit, count_params, count_statement, window_start
 from .scope import cabinet_site
 from .waiter import Note
 
@@ -42,6 +45,28 @@ __all__ = ["FINAL", "command_model", "open_compartment"]
 
 #: Advisory-lock class of "publishing a command to a cabinet" (the key is the cabinet).
 _PUBLISH_LOCK = 0x5A4C0002
+
+#: The rate limit's window for a key's unlocks.
+_WINDOW = timedelta(minutes=1)
+
+#: An unlock's whole transaction in one statement, from the rules' own parts: the
+#: command (``created``: :data:`~smartlocker.cloud.rules.commands.CREATE_CTES`), its
+#: audit row, and the key's count. The count reads ``created`` first, so the key's one
+#: rate-limit row is locked only after the command's cabinet counter (an unlock waiting
+#: for its cabinet does not hold up the key's others) and until the commit. Refusals,
+#: in this order: past the limit (``SL429``, the count's ``RETURNING``), then no
+#: compartment within the key's sites (``SL404``: no ``created`` row). A refused
+#: statement leaves nothing: no count, no audit, no counter. Its row: the command's
+#: columns, then the count.
+_OPEN = (
+    f"WITH {CREATE_CTES}, audited AS ({AUDIT_INSERT}),"  # noqa: S608 (the rules' constants)
+    " counted AS ("
+    + count_statement(
+        "SELECT %(bucket)s, %(window_start)s, 1 FROM (SELECT count(*) FROM created) AS after"
+    )
+    + ") SELECT created.*, counted.hits FROM counted LEFT JOIN created ON true"
+    " WHERE NOT smartlocker_refuse(created.id IS NULL, %(no_compartment)s, %(missing)s)"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +112,10 @@ def open_compartment(
     """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``.
 
     One round trip to PostgreSQL before the publication and one after. Before: the
-    per-cabinet lock, ``BEGIN``, the audit row, the command, the rate-limit count and
-    ``COMMIT`` travel in one pipeline with one Sync; the statements refuse by
-    themselves (an error that aborts the transaction, migration 0011) past the rate
-    limit or without a compartment within the key's sites, so the ``COMMIT`` need
-    not wait for Python to read anything. After the PUBACK, the lock's release, with
+    per-cabinet lock and :data:`_OPEN` (audit row, command, rate-limit count: one
+    statement, its own transaction) travel in one pipeline with one Sync; the
+    statement refuses by itself (an error, migration 0011) past the rate limit or
+    without a compartment within the key's sites. After the PUBACK, the lock's release, with
     the ``sent`` mark unless the request waits (then the mark is made only if the wait
     ends without the outcome). The answer to ``?wait`` comes from the NOTIFY's
     payload (the outcome), without reading the row again.
@@ -102,6 +126,10 @@ def open_compartment(
     now = s.clock()
     command_id = new_message_id()
     limit = s.settings.unlocks_per_minute
+    pending = PendingHit(
+        conn, None, f"unlock:{principal.key_id}", window_start(now, _WINDOW), _WINDOW, now
+    )
+    missing = missing_compartment(cabinet, compartment)
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
@@ -113,48 +141,44 @@ def open_compartment(
                     # publication: the cabinet refuses a counter at or below the highest
                     # it has seen, so commands must reach it in counter order, whichever
                     # worker or thread made them. The lock is taken before the counter
-                    # rises (same pipeline, executed in order). BEGIN/COMMIT are sent by
-                    # hand: psycopg's transaction() would wait for each in a pipeline.
+                    # rises (same pipeline, executed in order).
                     conn.execute(
                         "SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet)
                     )
                     locked = True
-                    conn.execute("BEGIN")
-                    audit(
-                        conn,
-                        actor=principal.actor,
-                        action=f"compartment.unlock.{purpose}",
-                        target_kind="compartment",
-                        target=f"{cabinet}/{compartment}",
-                        now=now,
-                        detail={"command": command_id, "reason": reason, "parcel": parcel},
+                    # The whole transaction is this one statement (audit, command,
+                    # count and refusals: _OPEN), in the pipeline's implicit transaction.
+                    opened = conn.execute(
+                        _OPEN,
+                        {
+                            **create_params(
+                                command_id,
+                                cabinet,
+                                compartment,
+                                reason=reason,
+                                actor=principal.actor,
+                                now=now,
+                                parcel=parcel,
+                                purpose=purpose,
+                                sites=principal.sites,
+                            ),
+                            **audit_params(
+                                actor=principal.actor,
+                                action=f"compartment.unlock.{purpose}",
+                                target_kind="compartment",
+                                target=f"{cabinet}/{compartment}",
+                                now=now,
+                                detail={"command": command_id, "reason": reason, "parcel": parcel},
+                            ),
+                            **count_params(pending, limit),
+                            "no_compartment": NO_COMPARTMENT,
+                            "missing": str(missing),
+                        },
                     )
-                    created = send_create_command(
-                        conn,
-                        cabinet,
-                        compartment,
-                        reason=reason,
-                        actor=principal.actor,
-                        now=now,
-                        parcel=parcel,
-                        purpose=purpose,
-                        command_id=command_id,
-                        sites=principal.sites,
-                    )
-                    # The key's count is one row every unlock of that key updates: it is
-                    # taken last, so its row lock lasts only until this COMMIT (not while
-                    # the command waits for its cabinet's counter). The limit still
-                    # speaks before the scope: it refuses before the missing compartment.
-                    pending = count_hit(
-                        conn,
-                        f"unlock:{principal.key_id}",
-                        window=timedelta(minutes=1),
-                        now=now,
-                        refuse_past=limit,
-                    )
-                    created.refuse_if_missing(conn)
-                    conn.execute("COMMIT")
-                row = created.row()
+                values = opened.fetchone()
+                assert values is not None  # no row: refused, by an error
+                row = command_row(values[:-1])
+                pending.read(int(values[-1]))
             except psycopg.Error as exc:
                 # Refused or failed: nothing of it stays (no count, no audit, no counter).
                 _rollback(conn)
@@ -164,7 +188,7 @@ def open_compartment(
                     # Out of the key's sites, or no such cabinet: "no cabinet", as a
                     # scoped lookup says; else the compartment is what is missing.
                     cabinet_site(conn, principal, cabinet)
-                    raise created.missing() from None
+                    raise missing from None
                 raise
             except BaseException:
                 _rollback(conn)

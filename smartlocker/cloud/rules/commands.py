@@ -25,15 +25,19 @@ from ..errors import NotFound
 __all__ = [
     "COMMAND_TRANSITIONS",
     "COMMAND_TTL",
+    "CREATE_CTES",
     "NO_COMPARTMENT",
     "CommandRow",
     "CommandStatus",
     "PendingCommand",
     "PendingOutcome",
+    "command_row",
     "create_command",
+    "create_params",
     "expire_commands",
     "get_command",
     "mark_sent",
+    "missing_compartment",
     "outcome_status",
     "record_outcome",
     "send_create_command",
@@ -101,7 +105,8 @@ _COLUMNS = (
 )
 
 
-def _row(values: Any) -> CommandRow:
+def command_row(values: Any) -> CommandRow:
+    """A row of ``commands`` read as its columns come (``RETURNING`` of the rules here)."""
     fields = list(values)
     fields[8] = CommandStatus(fields[8])
     return CommandRow(*fields)
@@ -114,30 +119,68 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
     ).fetchone()
     if row is None:
         raise NotFound(f"no command {command}", command=command)
-    return _row(row)
+    return command_row(row)
 
 
-_CREATE = (
-    # One statement (atomic by itself, one round trip): the compartment must exist (in
-    # one of the sites, if given), the cabinet's counter rises (a row of its own in
-    # command_counters, migration 0012: not the cabinets row ingest keeps locked),
-    # the command gets it. No row: no such compartment.
-    "WITH target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
+#: Creating a command as common table expressions: ``target`` (the compartment, within
+#: the sites if given), ``counter`` (the cabinet's next counter: a row of its own in
+#: command_counters, migration 0012, not the cabinets row ingest keeps locked) and
+#: ``created`` (the new row, columns as :func:`command_row` reads them; none: no such
+#: compartment). Named parameters as :func:`create_params` gives them. A statement of
+#: its own (:func:`send_create_command`) or a part of a larger one (the API's unlock).
+CREATE_CTES = (
+    "target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
     " ON comp.cabinet = cab.id AND comp.id = %(compartment)s WHERE cab.id = %(cabinet)s"
     " AND (%(sites)s::text[] IS NULL OR cab.site = ANY(%(sites)s::text[]))),"
     " counter AS (INSERT INTO command_counters AS cc (cabinet, counter)"
     " SELECT id, 1 FROM target ON CONFLICT (cabinet) DO UPDATE SET counter = cc.counter + 1"
-    " RETURNING counter)"
-    " INSERT INTO commands (id, cabinet, compartment, counter, reason, actor, parcel,"
-    " purpose, created_at, expires_at)"
+    " RETURNING counter),"
+    " created AS (INSERT INTO commands (id, cabinet, compartment, counter, reason, actor,"
+    " parcel, purpose, created_at, expires_at)"
     " SELECT %(id)s, %(cabinet)s, %(compartment)s, counter, %(reason)s, %(actor)s,"
     " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
-    f" RETURNING {_COLUMNS}"
+    f" RETURNING {_COLUMNS})"
 )
+
+# One statement (atomic by itself, one round trip).
+_CREATE = f"WITH {CREATE_CTES} SELECT * FROM created"  # noqa: S608 (constants)
+
+
+def create_params(
+    command_id: str,
+    cabinet: str,
+    compartment: str,
+    *,
+    reason: str | None,
+    actor: str,
+    now: datetime,
+    parcel: str | None = None,
+    purpose: str = "operator",
+    ttl: timedelta = COMMAND_TTL,
+    sites: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """The parameters of :data:`CREATE_CTES`."""
+    return {
+        "id": command_id,
+        "cabinet": cabinet,
+        "compartment": compartment,
+        "reason": reason,
+        "actor": actor,
+        "parcel": parcel,
+        "purpose": purpose,
+        "now": now,
+        "expires": now + ttl,
+        "sites": None if sites is None else sorted(sites),
+    }
 
 
 def _no_compartment(cabinet: str, compartment: str) -> str:
     return f"no compartment {compartment} in cabinet {cabinet}"
+
+
+def missing_compartment(cabinet: str, compartment: str) -> NotFound:
+    """The error for a command whose compartment does not exist (within the sites given)."""
+    return NotFound(_no_compartment(cabinet, compartment), cabinet=cabinet, compartment=compartment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +196,7 @@ class PendingCommand:
 
     def missing(self) -> NotFound:
         """The error for a compartment that does not exist (within the sites given)."""
-        return NotFound(
-            _no_compartment(self.cabinet, self.compartment),
-            cabinet=self.cabinet,
-            compartment=self.compartment,
-        )
+        return missing_compartment(self.cabinet, self.compartment)
 
     def refuse_if_missing(self, conn: psycopg.Connection[Any]) -> None:
         """Queue a statement failing the transaction with :data:`NO_COMPARTMENT` if the
@@ -172,7 +211,7 @@ class PendingCommand:
         values = self.cursor.fetchone()
         if values is None:
             raise self.missing()
-        command = _row(values)
+        command = command_row(values)
         logger.info(
             "command %s created: unlock %s/%s (%s, by %s)",
             command.id,
@@ -209,18 +248,18 @@ def send_create_command(
     command_id = command_id or new_message_id()
     cursor = conn.execute(
         _CREATE,
-        {
-            "id": command_id,
-            "cabinet": cabinet,
-            "compartment": compartment,
-            "reason": reason,
-            "actor": actor,
-            "parcel": parcel,
-            "purpose": purpose,
-            "now": now,
-            "expires": now + ttl,
-            "sites": None if sites is None else sorted(sites),
-        },
+        create_params(
+            command_id,
+            cabinet,
+            compartment,
+            reason=reason,
+            actor=actor,
+            now=now,
+            parcel=parcel,
+            purpose=purpose,
+            ttl=ttl,
+            sites=sites,
+        ),
     )
     pending = PendingCommand(cursor, command_id, cabinet, compartment, purpose, actor)
     if refuse_missing:
@@ -309,8 +348,8 @@ class PendingOutcome:
             )
             return None, None
         if self.asks_alerts:
-            return _row(values[:-1]), bool(values[-1])
-        return _row(values), None
+            return command_row(values[:-1]), bool(values[-1])
+        return command_row(values), None
 
 
 def send_outcome(
@@ -372,4 +411,4 @@ def expire_commands(conn: psycopg.Connection[Any], now: datetime) -> list[Comman
     ).fetchall()
     for row in rows:
         logger.warning("command %s to %s timed out", row[0], row[1])
-    return [_row(r) for r in rows]
+    return [command_row(r) for r in rows]

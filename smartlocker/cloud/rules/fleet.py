@@ -24,8 +24,10 @@ from .allocation import SIZES
 from .fees import FeePolicy
 
 __all__ = [
+    "AUDIT_INSERT",
     "CompartmentSpec",
     "audit",
+    "audit_params",
     "create_cabinet",
     "create_site",
     "set_compartment",
@@ -44,6 +46,35 @@ class CompartmentSpec:
     temp_max_c: float | None = None
 
 
+#: One row of the operator audit, from the named parameters :func:`audit_params` gives:
+#: a statement of its own, or a part of a larger one (the API's unlock).
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (at, actor, action, target_kind, target, detail) VALUES"
+    " (%(audit_at)s, %(audit_actor)s, %(audit_action)s, %(audit_target_kind)s,"
+    " %(audit_target)s, %(audit_detail)s)"
+)
+
+
+def audit_params(
+    *,
+    actor: str,
+    action: str,
+    target_kind: str,
+    target: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The parameters of :data:`AUDIT_INSERT`."""
+    return {
+        "audit_at": now,
+        "audit_actor": actor,
+        "audit_action": action,
+        "audit_target_kind": target_kind,
+        "audit_target": target,
+        "audit_detail": Jsonb(detail) if detail else None,
+    }
+
+
 def audit(
     conn: psycopg.Connection[Any],
     *,
@@ -56,9 +87,15 @@ def audit(
 ) -> None:
     """One row of the operator audit."""
     conn.execute(
-        "INSERT INTO audit_log (at, actor, action, target_kind, target, detail)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (now, actor, action, target_kind, target, Jsonb(detail) if detail else None),
+        AUDIT_INSERT,
+        audit_params(
+            actor=actor,
+            action=action,
+            target_kind=target_kind,
+            target=target,
+            now=now,
+            detail=detail,
+        ),
     )
 
 
