@@ -52,3 +52,25 @@ def test_hypertable_and_time_bucket_or_date_bin(pg_cluster: PgCluster, db_url: s
         rows = conn.execute(BUCKETS.format(fn=fn)).fetchall()
         assert [count for _, count in rows] == [6, 6, 6, 6, 6]
         assert rows[0][0].isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+def test_a_cluster_whose_port_was_taken_before_its_first_start_takes_another() -> None:
+    """``free_port`` only finds a port free; another process may bind it first."""
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        cluster = PgCluster("postgres", taken)
+        try:
+            cluster.start()
+            assert cluster.port != taken
+            with psycopg.connect(cluster.admin_url) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            cluster.restart()  # once started, its port stays
+            assert cluster.port != taken
+            with psycopg.connect(cluster.admin_url) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            cluster.destroy()

@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from smartlocker.embedded.mosquitto import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 
@@ -39,6 +41,7 @@ class PgCluster:
         self._base.chmod(0o711)  # the server runs as `postgres` when we are root
         self.datadir = self._base / "data"
         self._prefix = timescaledb_prefix() if flavor == "timescaledb" else None
+        self._started = False  # once started, a restart keeps the port its URLs name
 
     @property
     def admin_url(self) -> str:
@@ -48,10 +51,26 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def start(self) -> None:
-        cmd = [str(SCRIPTS / "pg-cluster.sh"), "start", str(self.datadir), str(self.port)]
-        if self._prefix is not None:
-            cmd += ["--timescaledb", str(self._prefix)]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        """Start the server; on its first start, on another free port if its own was
+        taken meanwhile (``free_port`` only finds a port free: another process of the
+        machine, or another test worker, may bind it before the server does)."""
+        for attempt in range(3):
+            cmd = [str(SCRIPTS / "pg-cluster.sh"), "start", str(self.datadir), str(self.port)]
+            if self._prefix is not None:
+                cmd += ["--timescaledb", str(self._prefix)]
+            try:
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            except subprocess.CalledProcessError:
+                if self._started or attempt == 2 or not self._port_was_taken():
+                    raise
+                self.port = free_port()
+                continue
+            self._started = True
+            return
+
+    def _port_was_taken(self) -> bool:
+        log = self.datadir / "server.log"
+        return log.exists() and "Address already in use" in log.read_text(errors="replace")
 
     def stop(self) -> None:
         subprocess.run([str(SCRIPTS / "pg-cluster.sh"), "stop", str(self.datadir)], check=True)
