@@ -134,6 +134,9 @@ class MosquittoBroker(LoopbackListeners):
         self._executable = executable or _find("mosquitto")
         self._port = port or free_port()
         self._tls_port = free_port() if tls is not None else None
+        #: Ports we chose may be chosen again until the first start succeeds (after it,
+        #: clients know them: a restart keeps them).
+        self._may_move = port is None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -164,7 +167,28 @@ class MosquittoBroker(LoopbackListeners):
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Spawn mosquitto and return once every listener accepts connections."""
+        """Spawn mosquitto and return once every listener accepts connections.
+
+        On a first start with ports of our choosing, a port taken meanwhile (by another
+        process of the machine: :func:`free_port` only finds one free) is exchanged for
+        another, up to twice.
+        """
+        for attempt in range(3):
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._start_once(timeout)
+            except BrokerError:
+                taken = "Address already in use" in self._log_text(log_offset)
+                if not (taken and self._may_move and attempt < 2):
+                    raise
+                logger.info("a port of mosquitto in %s was taken; choosing others", self.workdir)
+                self._port = free_port()
+                self._tls_port = free_port() if self.tls is not None else None
+                continue
+            self._may_move = False
+            return
+
+    def _start_once(self, timeout: float) -> None:
         if self.running:
             raise BrokerError(f"mosquitto already running (pid {self.pid})")
         self._reap()

@@ -96,6 +96,27 @@ def test_start_failure_reports_the_log(tmp_path):
     assert "exited" in str(info.value)
 
 
+def test_a_port_of_our_choosing_taken_before_the_first_start_is_exchanged(tmp_path):
+    """``free_port`` only finds a port free; another process may bind it first. Ports
+    given by the caller, and ports once started on, are never changed."""
+    broker = MosquittoBroker(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", broker.port))
+        squatter.listen()
+        taken = broker.port
+        broker.start(timeout=5)
+        try:
+            assert broker.port != taken
+            assert "Address already in use" in broker.log_tail()
+            _publish_retained(broker, b"here")
+            broker.restart(timeout=5)
+            with _connected(broker) as client:
+                client.subscribe(STATUS)
+                assert client.expect(10).payload == b"here"
+        finally:
+            broker.stop()
+
+
 def test_python_broker_start_failure_says_why(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
