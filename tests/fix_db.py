@@ -10,8 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from smartlocker.embedded.mosquitto import free_port
-
 from .support.pg import PgCluster
 
 FLAVORS = ("postgres", "timescaledb")
@@ -20,7 +18,7 @@ FLAVORS = ("postgres", "timescaledb")
 @pytest.fixture(scope="session", params=FLAVORS)
 def pg_cluster(request: pytest.FixtureRequest) -> Iterator[PgCluster]:
     """One private cluster per flavor for the whole session."""
-    cluster = PgCluster(request.param, free_port())
+    cluster = PgCluster(request.param)  # its port: a free one, chosen as it starts
     cluster.start()
     try:
         yield cluster

@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from smartlocker.embedded.mosquitto import free_port
+from smartlocker.embedded.pg_cluster import start_cluster
 
 from .broker import BenchBroker
 
@@ -139,21 +139,15 @@ class _Cluster:
         self.base = Path(tempfile.mkdtemp(prefix="slbench-", dir="/tmp"))
         self.base.chmod(0o711)
         self.datadir = self.base / "data"
-        self.port = free_port()
+        self.port: int | None = None  # chosen at the first start, kept after
 
     def start(self) -> None:
-        subprocess.run(
-            [
-                str(self.scripts / "pg-cluster.sh"),
-                "start",
-                str(self.datadir),
-                str(self.port),
-                "--timescaledb",
-                self.prefix,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.port, _ = start_cluster(
+            self.scripts / "pg-cluster.sh",
+            self.datadir,
+            port=self.port,
+            timescaledb=self.prefix,
+            quiet=True,
         )
 
     def stop(self) -> None:

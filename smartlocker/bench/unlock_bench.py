@@ -40,6 +40,7 @@ import psycopg
 import requests
 
 from smartlocker.embedded import MosquittoBroker, free_port
+from smartlocker.embedded.pg_cluster import start_cluster
 from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .cpu import CpuMeter
@@ -274,7 +275,7 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, in
         raise RuntimeError(f"the bench needs a source checkout with scripts/ (in {ROOT})")
     datadir = Path(tempfile.mkdtemp(prefix="slunlock-", dir="/tmp"))
     datadir.chmod(0o711)
-    cmd = [str(scripts / "pg-cluster.sh"), "start", str(datadir / "data"), str(free_port())]
+    prefix = None
     if timescaledb:
         prefix = (
             os.environ.get("SMARTLOCKER_TIMESCALEDB_PREFIX")
@@ -284,8 +285,9 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, in
             .stdout.strip()
             .splitlines()[-1]
         )
-        cmd += ["--timescaledb", prefix]
-    url = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    _, url = start_cluster(
+        scripts / "pg-cluster.sh", datadir / "data", timescaledb=prefix, quiet=True
+    )
 
     def stop() -> None:
         subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from tests.support.pg import PgCluster
 
@@ -54,15 +55,23 @@ def test_hypertable_and_time_bucket_or_date_bin(pg_cluster: PgCluster, db_url: s
         assert rows[0][0].isoformat() == "2026-01-01T00:00:00+00:00"
 
 
-def test_a_cluster_whose_port_was_taken_before_its_first_start_takes_another() -> None:
-    """``free_port`` only finds a port free; another process may bind it first."""
+def test_a_cluster_whose_port_was_taken_before_its_first_start_takes_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``free_port`` only finds a port free; another process may bind it first (here
+    the first port it finds is given to a squatter before the server starts)."""
     import socket
+
+    from smartlocker.embedded import pg_cluster
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        cluster = PgCluster("postgres", taken)
+        ports = iter([taken])
+        real = pg_cluster.free_port
+        monkeypatch.setattr(pg_cluster, "free_port", lambda: next(ports, None) or real())
+        cluster = PgCluster("postgres")
         try:
             cluster.start()
             assert cluster.port != taken

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from smartlocker.embedded.mosquitto import free_port
+from smartlocker.embedded.pg_cluster import start_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -34,14 +34,20 @@ def timescaledb_prefix() -> Path:
 class PgCluster:
     """A throw-away cluster: plain PostgreSQL, or with TimescaleDB preloaded."""
 
-    def __init__(self, flavor: str, port: int) -> None:
+    def __init__(self, flavor: str, port: int | None = None) -> None:
         self.flavor = flavor
-        self.port = port
+        #: None until the first start chooses it; from then on a restart keeps it.
+        self._port = port
         self._base = Path(tempfile.mkdtemp(prefix=f"slpg-{flavor}-", dir="/tmp"))
         self._base.chmod(0o711)  # the server runs as `postgres` when we are root
         self.datadir = self._base / "data"
         self._prefix = timescaledb_prefix() if flavor == "timescaledb" else None
-        self._started = False  # once started, a restart keeps the port its URLs name
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the cluster has not started yet")
+        return self._port
 
     @property
     def admin_url(self) -> str:
@@ -51,26 +57,14 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def start(self) -> None:
-        """Start the server; on its first start, on another free port if its own was
-        taken meanwhile (``free_port`` only finds a port free: another process of the
-        machine, or another test worker, may bind it before the server does)."""
-        for attempt in range(3):
-            cmd = [str(SCRIPTS / "pg-cluster.sh"), "start", str(self.datadir), str(self.port)]
-            if self._prefix is not None:
-                cmd += ["--timescaledb", str(self._prefix)]
-            try:
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            except subprocess.CalledProcessError:
-                if self._started or attempt == 2 or not self._port_was_taken():
-                    raise
-                self.port = free_port()
-                continue
-            self._started = True
-            return
-
-    def _port_was_taken(self) -> bool:
-        log = self.datadir / "server.log"
-        return log.exists() and "Address already in use" in log.read_text(errors="replace")
+        """Start the server; on its first start on another free port if its own was
+        taken meanwhile (:func:`~smartlocker.embedded.pg_cluster.start_cluster`)."""
+        self._port, _ = start_cluster(
+            SCRIPTS / "pg-cluster.sh",
+            self.datadir,
+            port=self._port,
+            timescaledb=self._prefix,
+        )
 
     def stop(self) -> None:
         subprocess.run([str(SCRIPTS / "pg-cluster.sh"), "stop", str(self.datadir)], check=True)
