@@ -16,16 +16,16 @@ from flask import Flask
 
 from smartlocker.cloud.api.auth import Role
 from smartlocker.cloud.api.keycache import KeyCache
-from smartlocker.cloud.api.ratelimit import RATE_LIMITED, count_hit
+from smartlocker.cloud.api.ratelimit import RATE_LIMITED, PendingHit, window_start
+from smartlocker.cloud.api.unlock import send_open
 from smartlocker.cloud.api.waiter import CHANNEL, CommandWaiter, parse_note
 from smartlocker.cloud.errors import NotFound
 from smartlocker.cloud.rules.commands import (
     NO_COMPARTMENT,
     create_command,
     record_outcome,
-    send_create_command,
 )
-from smartlocker.protocol import AckOutcome, utcnow
+from smartlocker.protocol import AckOutcome, new_message_id, utcnow
 
 from .conftest import World, bearer, make_key
 
@@ -256,59 +256,48 @@ def test_the_first_unlock_of_a_window_forgets_the_old_windows_after_its_commit(
         assert [(w, h) for w, h in rows] == [((start + timedelta(minutes=2)).replace(second=0), 1)]
 
 
-def _in_one_sync(conn: psycopg.Connection[Any], send: Callable[[], object]) -> None:
-    """BEGIN, what ``send`` queues, COMMIT: one pipeline, one Sync, nothing read between."""
-    with conn.pipeline():
-        conn.execute("BEGIN")
-        send()
-        conn.execute("COMMIT")
-
-
-def test_the_statements_refuse_by_themselves_so_commit_can_follow_unread(world: World) -> None:
-    """Past the limit, or with no compartment within the sites given, the statement
-    fails and takes its whole transaction with it (the COMMIT behind it does nothing)."""
+def test_the_unlock_statement_refuses_by_itself_and_leaves_nothing(world: World) -> None:
+    """Past the limit, or with no compartment within the sites given, the unlock's one
+    statement fails and takes its whole transaction with it: no count, no audit, no
+    counter, no command."""
     now = utcnow()
     window = timedelta(minutes=1)
 
-    def count() -> None:
-        count_hit(conn, "unlock:refusal", window=window, now=now, refuse_past=2)
-        send_create_command(conn, "cab-1", "A1", reason="r", actor="t", now=now)
-
-    def create(cabinet: str, compartment: str, sites: list[str] | None) -> Callable[[], None]:
-        def send() -> None:
-            conn.execute(
-                "INSERT INTO audit_log (at, actor, action, target_kind, target)"
-                " VALUES (now(), 't', 'x', 'compartment', 'refused')"
-            )
-            send_create_command(
+    def open_(cabinet: str, compartment: str, sites: list[str] | None, limit: int) -> None:
+        hit = PendingHit(conn, None, "unlock:refusal", window_start(now, window), window, now)
+        with conn.pipeline():
+            send_open(
                 conn,
+                new_message_id(),
                 cabinet,
                 compartment,
-                reason="r",
                 actor="t",
-                now=now,
                 sites=sites,
-                refuse_missing=True,
+                purpose="operator",
+                reason="r",
+                parcel=None,
+                now=now,
+                hit=hit,
+                limit=limit,
             )
-
-        return send
 
     with psycopg.connect(world.url, autocommit=True) as conn:
         counter = (
             "SELECT coalesce((SELECT counter FROM command_counters WHERE cabinet = 'cab-1'), 0)"
         )
+        audits = "SELECT count(*) FROM audit_log WHERE actor = 't'"
         before = conn.execute(counter).fetchone()
         assert before is not None
         # the limit: two pass (each with its command), the third is refused by PostgreSQL
-        _in_one_sync(conn, count)
-        _in_one_sync(conn, count)
+        open_("cab-1", "A1", None, 2)
+        open_("cab-1", "A1", None, 2)
         with pytest.raises(psycopg.Error) as refused:
-            _in_one_sync(conn, count)
+            open_("cab-1", "A1", None, 2)
         assert refused.value.sqlstate == RATE_LIMITED
-        conn.rollback()
         hits = "SELECT hits FROM api_rate_limits WHERE bucket = 'unlock:refusal'"
         assert conn.execute(hits).fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
+        assert conn.execute(audits).fetchone() == (2,)
         # the compartment: missing, or in a cabinet outside the sites given
         for cabinet, compartment, sites in (
             ("cab-1", "NOPE", None),
@@ -316,20 +305,17 @@ def test_the_statements_refuse_by_themselves_so_commit_can_follow_unread(world: 
             ("no-such-cabinet", "A1", None),
         ):
             with pytest.raises(psycopg.Error) as missing:
-                _in_one_sync(conn, create(cabinet, compartment, sites))
+                open_(cabinet, compartment, sites, 100)
             assert missing.value.sqlstate == NO_COMPARTMENT
-            conn.rollback()
         assert conn.execute(counter).fetchone() == (before[0] + 2,)
         assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
-        assert conn.execute(
-            "SELECT count(*) FROM audit_log WHERE target = 'refused'"
-        ).fetchone() == (0,)
+        assert conn.execute(audits).fetchone() == (2,)
+        assert conn.execute(hits).fetchone() == (2,)
         # within its site it is created, in the same single round trip
-        _in_one_sync(conn, create("cab-1", "A1", ["s1"]))
+        open_("cab-1", "A1", ["s1"], 100)
         assert conn.execute(counter).fetchone() == (before[0] + 3,)
-        assert conn.execute(
-            "SELECT count(*) FROM audit_log WHERE target = 'refused'"
-        ).fetchone() == (1,)
+        assert conn.execute(audits).fetchone() == (3,)
+        assert conn.execute(hits).fetchone() == (3,)
 
 
 def test_an_unlock_outside_the_keys_sites_is_no_cabinet_and_leaves_nothing(

@@ -1,9 +1,11 @@
 """Rate limits and code-attempt lockouts, shared by every API worker through PostgreSQL.
 
-* :func:`hit` is a fixed-window counter (one atomic ``INSERT … ON CONFLICT DO UPDATE
-  … RETURNING``), used for remote unlocks per API key; :func:`count_hit` sends the
-  same count without waiting for it (the unlock pipelines it with its command, and
-  lets the statement itself refuse past the limit: :data:`RATE_LIMITED`).
+* A fixed-window counter per bucket (one atomic ``INSERT … ON CONFLICT DO UPDATE
+  … RETURNING``): :func:`count_statement` is that upsert, refusing past a limit with
+  :data:`RATE_LIMITED`; a remote unlock counts its key with it inside its own single
+  statement (``unlock._OPEN``). :func:`hit` counts on its own and raises
+  :class:`RateLimited` past the limit; :func:`count_hit` sends the count without
+  waiting for it.
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
   used, as the cabinet's kiosk does; a right code clears the subject.
@@ -112,19 +114,12 @@ def count_hit(
     *,
     window: timedelta,
     now: datetime,
-    refuse_past: int | None = None,
 ) -> PendingHit:
-    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it.
-
-    With ``refuse_past`` the statement fails with :data:`RATE_LIMITED` once the count
-    passes it, aborting the caller's transaction: a pipeline may then queue its
-    ``COMMIT`` without waiting to read the count (:meth:`PendingHit.exceeded` makes
-    the error to show).
-    """
+    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it."""
     pending = PendingHit(conn, None, bucket, window_start(now, window), window, now)
     pending.cursor = conn.execute(
         count_statement("VALUES (%(bucket)s, %(window_start)s, 1)"),
-        count_params(pending, refuse_past),
+        count_params(pending, None),
     )
     return pending
 

@@ -10,9 +10,10 @@ final (the ack was ingested, in whichever process) or the wait is over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -41,7 +42,7 @@ from .ratelimit import RATE_LIMITED, PendingHit, count_params, count_statement, 
 from .scope import cabinet_site
 from .waiter import Note
 
-__all__ = ["FINAL", "command_model", "open_compartment"]
+__all__ = ["FINAL", "command_model", "open_compartment", "send_open"]
 
 #: Advisory-lock class of "publishing a command to a cabinet" (the key is the cabinet).
 _PUBLISH_LOCK = 0x5A4C0002
@@ -129,7 +130,6 @@ def open_compartment(
     pending = PendingHit(
         conn, None, f"unlock:{principal.key_id}", window_start(now, _WINDOW), _WINDOW, now
     )
-    missing = missing_compartment(cabinet, compartment)
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
@@ -146,34 +146,19 @@ def open_compartment(
                         "SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet)
                     )
                     locked = True
-                    # The whole transaction is this one statement (audit, command,
-                    # count and refusals: _OPEN), in the pipeline's implicit transaction.
-                    opened = conn.execute(
-                        _OPEN,
-                        {
-                            **create_params(
-                                command_id,
-                                cabinet,
-                                compartment,
-                                reason=reason,
-                                actor=principal.actor,
-                                now=now,
-                                parcel=parcel,
-                                purpose=purpose,
-                                sites=principal.sites,
-                            ),
-                            **audit_params(
-                                actor=principal.actor,
-                                action=f"compartment.unlock.{purpose}",
-                                target_kind="compartment",
-                                target=f"{cabinet}/{compartment}",
-                                now=now,
-                                detail={"command": command_id, "reason": reason, "parcel": parcel},
-                            ),
-                            **count_params(pending, limit),
-                            "no_compartment": NO_COMPARTMENT,
-                            "missing": str(missing),
-                        },
+                    opened = send_open(
+                        conn,
+                        command_id,
+                        cabinet,
+                        compartment,
+                        actor=principal.actor,
+                        sites=principal.sites,
+                        purpose=purpose,
+                        reason=reason,
+                        parcel=parcel,
+                        now=now,
+                        hit=pending,
+                        limit=limit,
                     )
                 values = opened.fetchone()
                 assert values is not None  # no row: refused, by an error
@@ -188,7 +173,7 @@ def open_compartment(
                     # Out of the key's sites, or no such cabinet: "no cabinet", as a
                     # scoped lookup says; else the compartment is what is missing.
                     cabinet_site(conn, principal, cabinet)
-                    raise missing from None
+                    raise missing_compartment(cabinet, compartment) from None
                 raise
             except BaseException:
                 _rollback(conn)
@@ -244,6 +229,53 @@ def open_compartment(
             return command_model(get_command(conn, row.id)), 202
     # Published: "sent", unless the ack overtook this line (then it says so next time).
     return command_model(replace(row, status=CommandStatus.SENT)), 202
+
+
+def send_open(
+    conn: psycopg.Connection[Any],
+    command_id: str,
+    cabinet: str,
+    compartment: str,
+    *,
+    actor: str,
+    sites: Collection[str] | None,
+    purpose: str,
+    reason: str | None,
+    parcel: str | None,
+    now: datetime,
+    hit: PendingHit,
+    limit: int,
+) -> psycopg.Cursor[Any]:
+    """Send :data:`_OPEN` (an unlock's whole transaction) without reading its row: the
+    command's columns, then the count (``hit``'s bucket and window, refused past
+    ``limit``). In a pipeline, or read at once."""
+    return conn.execute(
+        _OPEN,
+        {
+            **create_params(
+                command_id,
+                cabinet,
+                compartment,
+                reason=reason,
+                actor=actor,
+                now=now,
+                parcel=parcel,
+                purpose=purpose,
+                sites=sites,
+            ),
+            **audit_params(
+                actor=actor,
+                action=f"compartment.unlock.{purpose}",
+                target_kind="compartment",
+                target=f"{cabinet}/{compartment}",
+                now=now,
+                detail={"command": command_id, "reason": reason, "parcel": parcel},
+            ),
+            **count_params(hit, limit),
+            "no_compartment": NO_COMPARTMENT,
+            "missing": str(missing_compartment(cabinet, compartment)),
+        },
+    )
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:

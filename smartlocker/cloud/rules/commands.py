@@ -188,7 +188,6 @@ class PendingCommand:
     """A command sent to the server whose row is read later (:func:`send_create_command`)."""
 
     cursor: psycopg.Cursor[Any]
-    command_id: str
     cabinet: str
     compartment: str
     purpose: str
@@ -197,14 +196,6 @@ class PendingCommand:
     def missing(self) -> NotFound:
         """The error for a compartment that does not exist (within the sites given)."""
         return missing_compartment(self.cabinet, self.compartment)
-
-    def refuse_if_missing(self, conn: psycopg.Connection[Any]) -> None:
-        """Queue a statement failing the transaction with :data:`NO_COMPARTMENT` if the
-        command was not created (so that in pipeline mode a ``COMMIT`` can follow)."""
-        conn.execute(
-            "SELECT smartlocker_refuse(NOT EXISTS (SELECT 1 FROM commands WHERE id = %s), %s, %s)",
-            (self.command_id, NO_COMPARTMENT, _no_compartment(self.cabinet, self.compartment)),
-        )
 
     def row(self) -> CommandRow:
         """The new command; :class:`NotFound` if it was not created."""
@@ -236,14 +227,10 @@ def send_create_command(
     ttl: timedelta = COMMAND_TTL,
     command_id: str | None = None,
     sites: Collection[str] | None = None,
-    refuse_missing: bool = False,
 ) -> PendingCommand:
-    """Send the statements of :func:`create_command` without reading their result.
+    """Send the statement of :func:`create_command` without reading its result.
 
-    ``sites`` (None: any) limits the cabinets it may be created in. With
-    ``refuse_missing`` a missing compartment fails the transaction with
-    :data:`NO_COMPARTMENT` right after the insert (:meth:`PendingCommand.refuse_if_missing`
-    places that check later), so that in pipeline mode a ``COMMIT`` can follow at once.
+    ``sites`` (None: any) limits the cabinets it may be created in.
     """
     command_id = command_id or new_message_id()
     cursor = conn.execute(
@@ -261,10 +248,7 @@ def send_create_command(
             sites=sites,
         ),
     )
-    pending = PendingCommand(cursor, command_id, cabinet, compartment, purpose, actor)
-    if refuse_missing:
-        pending.refuse_if_missing(conn)
-    return pending
+    return PendingCommand(cursor, cabinet, compartment, purpose, actor)
 
 
 def create_command(
