@@ -176,7 +176,7 @@ class MosquittoBroker(LoopbackListeners):
         for attempt in range(3):
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             try:
-                self._start_once(timeout)
+                self._start_once(timeout, log_offset)
             except BrokerError:
                 taken = "Address already in use" in self._log_text(log_offset)
                 if not (taken and self._may_move and attempt < 2):
@@ -188,13 +188,13 @@ class MosquittoBroker(LoopbackListeners):
             self._may_move = False
             return
 
-    def _start_once(self, timeout: float) -> None:
+    def _start_once(self, timeout: float, log_offset: int) -> None:
+        """One start; ``log_offset``: where this start's lines begin in the log."""
         if self.running:
             raise BrokerError(f"mosquitto already running (pid {self.pid})")
         self._reap()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.workdir / "mosquitto.stderr", "ab") as stderr:
             # A session of its own: a terminal's Ctrl-C reaches the owner, which then
             # stops the broker in order (and lets it save its persistence file).
