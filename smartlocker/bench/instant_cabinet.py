@@ -137,8 +137,10 @@ def no_delay_connections() -> None:
     """Every TCP connection this process opens sends small packets at once.
 
     paho-mqtt (the agent's MQTT client) does not set TCP_NODELAY; Nagle's algorithm
-    then holds each small PUBLISH until the previous one's delayed TCP ACK (~40 ms on
-    Linux). This is the bench's ``--agent-nodelay``; the agent itself should set it.
+    would hold each small PUBLISH until the previous one's delayed TCP ACK (~40 ms on
+    Linux). The agent sets it on its socket once connected (``edge_agent/link.py``);
+    this, the bench's ``--agent-nodelay``, sets it from each socket's creation on, as
+    the bench did before the agent did.
     """
     original = socket.create_connection
 

@@ -65,7 +65,8 @@ class UnlockBenchConfig:
     api_workers: int = 2
     api_threads: int = 16
     timescaledb: bool = True
-    #: TCP_NODELAY on the agents' MQTT sockets (the agent does not set it itself).
+    #: TCP_NODELAY on every socket of the agents' process from its creation (the agent
+    #: sets it on its MQTT socket itself once connected; kept to rerun older comparisons).
     agent_nodelay: bool = False
     #: "agent": real edge agents on mock pins (:mod:`.instant_cabinet`); "fleet": the
     #: fleet simulator's in-memory cabinets (:mod:`.fleet_cabinets`).

@@ -264,7 +264,7 @@ def test_the_unlock_statement_refuses_by_itself_and_leaves_nothing(world: World)
     window = timedelta(minutes=1)
 
     def open_(cabinet: str, compartment: str, sites: list[str] | None, limit: int) -> None:
-        hit = PendingHit(conn, None, "unlock:refusal", window_start(now, window), window, now)
+        hit = PendingHit(conn, "unlock:refusal", window_start(now, window), window, now)
         with conn.pipeline():
             send_open(
                 conn,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,7 +15,15 @@ from smartlocker.cloud.api import ApiSettings, create_app
 from smartlocker.cloud.api.auth import hash_secret, parse_key
 from smartlocker.cloud.api.errors import RateLimited, Unauthorized, ValidationFailed
 from smartlocker.cloud.api.pagination import decode_cursor, encode_cursor
-from smartlocker.cloud.api.ratelimit import CodeThrottle, hit, lockout_for
+from smartlocker.cloud.api.ratelimit import (
+    RATE_LIMITED,
+    CodeThrottle,
+    PendingHit,
+    count_params,
+    count_statement,
+    lockout_for,
+    window_start,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -101,20 +110,47 @@ def test_cursor_round_trip_and_tampering() -> None:
             decode_cursor(bad, [datetime, str])
 
 
+def count_request(
+    conn: psycopg.Connection[Any], bucket: str, *, limit: int, window: timedelta, now: datetime
+) -> int:
+    """One request counted with the upsert the unlock's statement embeds, read as it
+    reads it; past ``limit`` the database refuses and nothing is counted."""
+    pending = PendingHit(conn, bucket, window_start(now, window), window, now)
+    try:
+        row = conn.execute(
+            count_statement("VALUES (%(bucket)s, %(window_start)s, 1)"),
+            count_params(pending, limit),
+        ).fetchone()
+    except psycopg.Error as exc:
+        if exc.sqlstate == RATE_LIMITED:
+            raise pending.exceeded(limit) from None
+        raise
+    assert row is not None
+    pending.read(row[0])
+    pending.forget_old_windows()
+    return pending.hits()
+
+
 def test_fixed_window_rate_limit_is_shared_through_the_database(api_db: str) -> None:
     now = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
     with (
         psycopg.connect(api_db, autocommit=True) as a,
         psycopg.connect(api_db, autocommit=True) as b,
     ):
-        for i in range(4):
-            hit(a if i % 2 else b, "unlock:k1", limit=4, window=timedelta(minutes=1), now=now)
+        minute = timedelta(minutes=1)
+        counts = [
+            count_request(a if i % 2 else b, "unlock:k1", limit=4, window=minute, now=now)
+            for i in range(4)
+        ]
+        assert counts == [1, 2, 3, 4]
         with pytest.raises(RateLimited) as exc:
-            hit(a, "unlock:k1", limit=4, window=timedelta(minutes=1), now=now)
+            count_request(a, "unlock:k1", limit=4, window=minute, now=now)
         assert exc.value.retry_after == 51
+        # the refused request counted nothing
+        assert a.execute("SELECT hits FROM api_rate_limits").fetchone() == (4,)
         # the next window starts afresh and forgets the old one
-        later = now + timedelta(minutes=1)
-        assert hit(b, "unlock:k1", limit=4, window=timedelta(minutes=1), now=later) == 1
+        later = now + minute
+        assert count_request(b, "unlock:k1", limit=4, window=minute, now=later) == 1
         assert a.execute("SELECT count(*) FROM api_rate_limits").fetchone() == (1,)
 
 

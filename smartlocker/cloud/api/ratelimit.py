@@ -3,20 +3,20 @@
 * A fixed-window counter per bucket (one atomic ``INSERT … ON CONFLICT DO UPDATE
   … RETURNING``): :func:`count_statement` is that upsert, refusing past a limit with
   :data:`RATE_LIMITED`; a remote unlock counts its key with it inside its own single
-  statement (``unlock._OPEN``). :func:`hit` counts on its own and raises
-  :class:`RateLimited` past the limit; :func:`count_hit` sends the count without
-  waiting for it.
+  statement (``unlock._OPEN``), and :class:`PendingHit` reads the count, words the
+  refusal and cleans up old windows.
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
   used, as the cabinet's kiosk does; a right code clears the subject.
 
-Both run in their own short transaction, so a counter survives the request's failure.
+The unlock's count commits with its command (a refused unlock counts nothing); the
+code-attempt counts run in their own short transaction, so they survive the request's
+failure.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,10 +29,8 @@ __all__ = [
     "RATE_LIMITED",
     "CodeThrottle",
     "PendingHit",
-    "count_hit",
     "count_params",
     "count_statement",
-    "hit",
     "lockout_for",
     "window_start",
 ]
@@ -48,16 +46,14 @@ RATE_LIMITED = "SL429"
 
 @dataclass(slots=True)
 class PendingHit:
-    """One counted request whose count is read later (:func:`count_hit`).
+    """One request counted by a statement the caller runs (:func:`count_statement`).
 
-    Lets the count travel in a pipeline with other statements of the same
-    transaction: :meth:`check` reads it and decides; :meth:`forget_old_windows`
-    cleans up (after the caller's commit, when it holds other row locks).
+    The caller hands the count it read to :meth:`read`; :meth:`exceeded` words the
+    refusal; :meth:`forget_old_windows` cleans up (after the caller's commit, when it
+    holds no other row locks).
     """
 
     conn: psycopg.Connection[Any]
-    #: Where the count will be read (None: ``_hits`` is already known).
-    cursor: psycopg.Cursor[Any] | None
     bucket: str
     start: datetime
     window: timedelta
@@ -65,15 +61,13 @@ class PendingHit:
     _hits: int | None = None
 
     def hits(self) -> int:
+        """The count :meth:`read` was given."""
         if self._hits is None:
-            assert self.cursor is not None
-            row = self.cursor.fetchone()
-            assert row is not None
-            self._hits = int(row[0])
+            raise RuntimeError(f"the count of {self.bucket!r} was not read")
         return self._hits
 
     def read(self, hits: int) -> None:
-        """The count, read by the caller (where the hit was part of its statement)."""
+        """The count, read by the caller from its statement's row."""
         self._hits = hits
 
     def forget_old_windows(self) -> None:
@@ -92,13 +86,6 @@ class PendingHit:
                 (self.bucket, self.start),
             )
 
-    def check(self, limit: int) -> int:
-        """The count; raise :class:`RateLimited` past ``limit``."""
-        hits = self.hits()
-        if hits > limit:
-            raise self.exceeded(limit)
-        return hits
-
     def exceeded(self, limit: int) -> RateLimited:
         """The error for a request past ``limit`` in this window."""
         seconds = self.window.total_seconds()
@@ -106,22 +93,6 @@ class PendingHit:
         return RateLimited(
             f"more than {limit} requests per {int(seconds)} s", retry_after=int(retry) + 1
         )
-
-
-def count_hit(
-    conn: psycopg.Connection[Any],
-    bucket: str,
-    *,
-    window: timedelta,
-    now: datetime,
-) -> PendingHit:
-    """Count one request in ``bucket`` (one atomic upsert); :meth:`PendingHit.check` reads it."""
-    pending = PendingHit(conn, None, bucket, window_start(now, window), window, now)
-    pending.cursor = conn.execute(
-        count_statement("VALUES (%(bucket)s, %(window_start)s, 1)"),
-        count_params(pending, None),
-    )
-    return pending
 
 
 def window_start(now: datetime, window: timedelta) -> datetime:
@@ -150,26 +121,6 @@ def count_params(pending: PendingHit, refuse_past: int | None) -> dict[str, Any]
         "refuse_past": refuse_past,
         "rate_limited": RATE_LIMITED,
     }
-
-
-def hit(
-    conn: psycopg.Connection[Any],
-    bucket: str,
-    *,
-    limit: int,
-    window: timedelta,
-    now: datetime,
-    own_transaction: bool = True,
-) -> int:
-    """Count one request in ``bucket``; raise :class:`RateLimited` past ``limit``.
-
-    With ``own_transaction`` False the count joins the caller's transaction (one
-    commit less); a request that fails then does not count.
-    """
-    with conn.transaction() if own_transaction else nullcontext():
-        pending = count_hit(conn, bucket, window=window, now=now)
-        pending.forget_old_windows()
-    return pending.check(limit)
 
 
 def lockout_for(failures: int, free_attempts: int) -> timedelta | None:

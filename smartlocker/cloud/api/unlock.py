@@ -128,7 +128,7 @@ def open_compartment(
     command_id = new_message_id()
     limit = s.settings.unlocks_per_minute
     pending = PendingHit(
-        conn, None, f"unlock:{principal.key_id}", window_start(now, _WINDOW), _WINDOW, now
+        conn, f"unlock:{principal.key_id}", window_start(now, _WINDOW), _WINDOW, now
     )
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
