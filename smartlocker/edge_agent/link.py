@@ -75,6 +75,8 @@ class Link:
         self._floor: int | None = None
         self._last_progress = time.monotonic()
         self._ack_mids: dict[int, str] = {}
+        #: True while :meth:`pump` publishes acks and records their message ids.
+        self._acks_publishing = False
         self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
@@ -278,7 +280,12 @@ class Link:
         self._deliver(("message", channel, bytes(msg.payload), bool(msg.retain)))
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        self._deliver(("puback", mid, not rc.is_failure))
+        # Only an ack's PUBACK means anything to the worker (it marks the ack sent);
+        # the others (events, telemetry, reported, status) would only wake it up.
+        # The flag is read first: if it is down, the round that published this
+        # mid (if it was an ack's) has recorded it already.
+        if self._acks_publishing or mid in self._ack_mids:
+            self._deliver(("puback", mid, not rc.is_failure))
 
     # -- worker side (called with the cabinet's lock held) -----------------------------
 
@@ -319,8 +326,12 @@ class Link:
             # (seq) and the cloud needs none between the two topics.
             for command_id, payload in store.unsent_acks():
                 if command_id not in self._acks_in_flight:
-                    info = self._publish(Channel.ACKS, payload)
-                    self._ack_mids[info.mid] = command_id
+                    self._acks_publishing = True  # its PUBACK may come before the next line
+                    try:
+                        info = self._publish(Channel.ACKS, payload)
+                        self._ack_mids[info.mid] = command_id
+                    finally:
+                        self._acks_publishing = False
                     self._acks_in_flight.add(command_id)
             first = store.first_unreceipted()
             floor = first if first is not None else store.last_seq + 1

@@ -103,3 +103,36 @@ def test_persistent_session_delivers_commands_sent_while_the_agent_was_away(
     (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
     assert unlocked.compartment == "a3"
     cloud.wait(lambda: cloud.statuses[-1][0].online, what="birth again")
+
+
+def test_only_the_acks_pubacks_wake_the_worker(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+):
+    """Events, telemetry and status are QoS 1 too, but their PUBACKs mean nothing to
+    the agent: only an ack's is handed to the worker (it marks the ack sent)."""
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(make_config(mqtt_broker.url))
+    cloud.wait_event("boot")
+    assert agent.link is not None
+    link = agent.link
+    handed: list[tuple[object, ...]] = []
+    deliver = link._deliver
+
+    def counting(item: tuple[object, ...]) -> None:
+        if item[0] == "puback":
+            handed.append(item)
+        deliver(item)
+
+    link._deliver = counting
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    cloud.wait_event("unlocked", command_id=command.id)
+    door = mock_factory.pin(DOOR_PINS["a1"])
+    door.drive_high()
+    cloud.wait(lambda: any(a.command_id == command.id for a in cloud.acks), what="the ack")
+    cloud.wait_event("door_opened")
+    door.drive_low()
+    cloud.wait_event("door_closed")
+    cloud.wait(lambda: agent.cabinet.call(agent.store.unsent_acks) == [], what="ack marked")
+    # Three events (unlocked, door_opened, door_closed) and an ack were published.
+    assert len(handed) == 1, handed
