@@ -7,7 +7,8 @@
 * Its own network thread reconnects with exponential backoff and jitter.
 * Events are published from the outbox in ``seq`` order. On every (re)connect the
   client's own queue is dropped and everything unreceipted is sent again from the
-  database, in order; likewise when no receipt arrived for ``receipt_timeout_s``.
+  database, in order; likewise when no receipt arrived for ``receipt_timeout_s``,
+  and then one event further than was ever published, even past the send window.
 * Paho callbacks never touch the cabinet's state: they hand deliveries to the
   agent's worker through ``deliver`` (so that no callback waits on the state lock
   while another thread, holding it, waits inside paho).
@@ -74,6 +75,8 @@ class Link:
         self._sent_upto = 0
         self._floor: int | None = None
         self._last_progress = time.monotonic()
+        #: After a receipt timeout: send up to this ``seq`` even past the window (0: none).
+        self._probe_upto = 0
         self._ack_mids: dict[int, str] = {}
         #: True while :meth:`pump` publishes acks and records their message ids.
         self._acks_publishing = False
@@ -336,11 +339,14 @@ class Link:
             first = store.first_unreceipted()
             floor = first if first is not None else store.last_seq + 1
             room = self.config.send_window - max(0, self._sent_upto - floor + 1)
+            room = max(room, self._probe_upto - self._sent_upto)
             if room > 0:
                 for seq, payload in store.pending_events(self._sent_upto, room):
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
                     self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
+            if self._sent_upto >= self._probe_upto:
+                self._probe_upto = 0
             for row_id, payload in store.pending_telemetry():
                 self._publish(Channel.TELEMETRY, payload)
                 store.drop_telemetry(row_id)
@@ -384,4 +390,9 @@ class Link:
             )
             with self._send_mutex:
                 self._rewind()
+                # The cloud may hold every event published so far, all their receipts
+                # lost (a broker that died with them); one that receipts only what it
+                # newly commits would ignore them all. So the resend reaches one event
+                # past the highest ever published, as soon as there is one.
+                self._probe_upto = self.cabinet.published_upto + 1
             self.pump()

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.edge.conftest import DOOR_PINS
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+
+from smartlocker.edge_agent import Cabinet, Store, parse_config
+from smartlocker.edge_agent.link import Link
+from smartlocker.protocol import Channel, Receipt, TopicScheme, encode, load_public_key
+from tests.edge.conftest import DOOR_PINS, config_dict
 
 
 def test_tls_credentials_acl_and_commands(secure_broker, make_config, agents, make_cloud):
@@ -136,3 +145,84 @@ def test_only_the_acks_pubacks_wake_the_worker(
     cloud.wait(lambda: agent.cabinet.call(agent.store.unsent_acks) == [], what="ack marked")
     # Three events (unlocked, door_opened, door_closed) and an ack were published.
     assert len(handed) == 1, handed
+
+
+class _StrictCloud:
+    """The wire of a Link without a broker: published events reach a cloud that
+    commits only the next ``seq`` and publishes a receipt only for what it newly
+    commits (as the SIGKILL test's cloud does); whether a receipt arrives is up to
+    the test."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.committed = 0
+        self.receipts: list[int] = []
+        self.published: list[int] = []
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Any:
+        self._mid += 1
+        if topic == self.topic:
+            seq = json.loads(payload)["seq"]
+            self.published.append(seq)
+            if seq == self.committed + 1:
+                self.committed = seq
+                self.receipts.append(seq)
+        return SimpleNamespace(mid=self._mid)
+
+
+def test_a_receipt_timeout_reaches_past_what_a_cloud_holds_whose_receipts_were_lost(
+    tmp_path, public_key_file
+) -> None:
+    """A broker that dies after the cloud committed a full window loses every receipt
+    of it; a cloud that receipts only new commits ignores the window sent again. The
+    resend after a receipt timeout goes one event past the highest ever published, so
+    the cloud commits something new and its receipt covers the lost ones."""
+    config = parse_config(
+        config_dict(
+            tmp_path / "data",
+            public_key_file,
+            "mqtt://127.0.0.1:1",
+            cabinet="cab-a",
+            send_window=4,
+            receipt_timeout_s=30.0,
+        )
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    link = Link(config, cabinet, deliver=lambda _item: None)
+    cloud = _StrictCloud(str(TopicScheme(config.topic_prefix).topic("cab-a", Channel.EVENTS)))
+    link._client = cloud  # type: ignore[assignment]
+    try:
+        cabinet.open()  # boot: seq 1
+        for _ in range(9):
+            store.append_event(lambda seq: (seq, json.dumps({"seq": seq}).encode()))
+        link._generation = 1
+        link.link_up(1)
+        assert cloud.published == [1, 2, 3, 4]  # the window
+        assert cloud.receipts == [1, 2, 3, 4]  # all lost with the broker
+
+        def receipt_timeout() -> None:
+            link.check_progress()
+            link._last_progress -= config.receipt_timeout_s
+            cloud.published.clear()
+            cloud.receipts.clear()
+            link.check_progress()
+
+        receipt_timeout()
+        assert cloud.published == [1, 2, 3, 4, 5]  # in order, one past the window
+        assert cloud.receipts == [5]  # lost as well
+        receipt_timeout()
+        assert cloud.published == [1, 2, 3, 4, 5, 6]
+        assert cloud.receipts == [6]
+        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=6)))
+        link.pump()
+        assert store.first_unreceipted() == 7
+        assert cloud.published[6:] == [7, 8, 9, 10]  # the window again, from the receipt
+    finally:
+        cabinet.close()
+        store.close()
+        factory.reset()
