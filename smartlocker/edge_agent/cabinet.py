@@ -59,7 +59,7 @@ from .doors import AlarmChange, Closed, DoorMonitor, Effect, Grant, GrantResolve
 from .errors import HardwareError
 from .hardware import DoorSensor, Lock
 from .sensors import read_temperature
-from .store import Store
+from .store import BOOKKEEPING_MAX_AGE_S, Store
 
 __all__ = ["Cabinet", "Clock", "CodeResult", "Outlet", "SystemClock"]
 
@@ -324,6 +324,9 @@ class Cabinet:
                 effects += self.monitor.raw(cid, sensor.is_open, now)
             effects += self.monitor.tick(now)
             self._apply(effects)
+            # Acks marked sent go with the next receipt's commit; when none came for
+            # BOOKKEEPING_MAX_AGE_S, they are committed alone.
+            self.store.flush_bookkeeping(BOOKKEEPING_MAX_AGE_S)
             if now >= self._next_telemetry:
                 self._next_telemetry = now + self.config.telemetry_interval_s
                 self.store.add_telemetry(encode(self.telemetry()), self.config.telemetry_keep)

@@ -7,7 +7,8 @@
 * Its own network thread reconnects with exponential backoff and jitter.
 * Events are published from the outbox in ``seq`` order. On every (re)connect the
   client's own queue is dropped and everything unreceipted is sent again from the
-  database, in order; likewise when no receipt arrived for ``receipt_timeout_s``.
+  database, in order; likewise when no receipt arrived for ``receipt_timeout_s``,
+  and then one event further than was ever published, even past the send window.
 * Paho callbacks never touch the cabinet's state: they hand deliveries to the
   agent's worker through ``deliver`` (so that no callback waits on the state lock
   while another thread, holding it, waits inside paho).
@@ -74,7 +75,11 @@ class Link:
         self._sent_upto = 0
         self._floor: int | None = None
         self._last_progress = time.monotonic()
+        #: After a receipt timeout: send up to this ``seq`` even past the window (0: none).
+        self._probe_upto = 0
         self._ack_mids: dict[int, str] = {}
+        #: True while :meth:`pump` publishes acks and records their message ids.
+        self._acks_publishing = False
         self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
@@ -278,7 +283,12 @@ class Link:
         self._deliver(("message", channel, bytes(msg.payload), bool(msg.retain)))
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        self._deliver(("puback", mid, not rc.is_failure))
+        # Only an ack's PUBACK means anything to the worker (it marks the ack sent);
+        # the others (events, telemetry, reported, status) would only wake it up.
+        # The flag is read first: if it is down, the round that published this
+        # mid (if it was an ack's) has recorded it already.
+        if self._acks_publishing or mid in self._ack_mids:
+            self._deliver(("puback", mid, not rc.is_failure))
 
     # -- worker side (called with the cabinet's lock held) -----------------------------
 
@@ -319,17 +329,24 @@ class Link:
             # (seq) and the cloud needs none between the two topics.
             for command_id, payload in store.unsent_acks():
                 if command_id not in self._acks_in_flight:
-                    info = self._publish(Channel.ACKS, payload)
-                    self._ack_mids[info.mid] = command_id
+                    self._acks_publishing = True  # its PUBACK may come before the next line
+                    try:
+                        info = self._publish(Channel.ACKS, payload)
+                        self._ack_mids[info.mid] = command_id
+                    finally:
+                        self._acks_publishing = False
                     self._acks_in_flight.add(command_id)
             first = store.first_unreceipted()
             floor = first if first is not None else store.last_seq + 1
             room = self.config.send_window - max(0, self._sent_upto - floor + 1)
+            room = max(room, self._probe_upto - self._sent_upto)
             if room > 0:
                 for seq, payload in store.pending_events(self._sent_upto, room):
                     self._publish(Channel.EVENTS, payload)
                     self._sent_upto = seq
                     self.cabinet.published_upto = max(self.cabinet.published_upto, seq)
+            if self._sent_upto >= self._probe_upto:
+                self._probe_upto = 0
             for row_id, payload in store.pending_telemetry():
                 self._publish(Channel.TELEMETRY, payload)
                 store.drop_telemetry(row_id)
@@ -373,4 +390,9 @@ class Link:
             )
             with self._send_mutex:
                 self._rewind()
+                # The cloud may hold every event published so far, all their receipts
+                # lost (a broker that died with them); one that receipts only what it
+                # newly commits would ignore them all. So the resend reaches one event
+                # past the highest ever published, as soon as there is one.
+                self._probe_upto = self.cabinet.published_upto + 1
             self.pump()

@@ -8,10 +8,19 @@ power cut or SIGKILL at any point leaves a consistent database.
 
 Writes that belong together share one transaction (:meth:`Store.atomic`): a command
 and its ``unlocked`` event, a door's event and the ack it resolves. Bookkeeping whose
-loss costs only a repetition (an ack marked sent, events dropped after a receipt) is
-committed without waiting for the disk (:meth:`Store._tx` with ``durable=False``):
-WAL keeps it in order behind every earlier commit, and the next durable commit
-flushes it too, so a power cut can only make the agent send such things again.
+loss costs only a repetition is committed without waiting for the disk, never inside
+the commits an unlock waits for: a receipt's deletions at once (so that an agent that
+keeps crashing still shrinks its outbox), and with them the acks marked sent since
+the last receipt, which wait in memory for it (or, when none comes, for
+:data:`BOOKKEEPING_MAX_AGE_S`, :meth:`Store.flush_bookkeeping`, and for the store's
+close). Lost (SIGKILL, power cut), such marks only make the agent send those acks
+again, which the cloud ignores.
+
+What the link asks on every publishing round (the acks still to send, the lowest
+unreceipted ``seq``, the newest events' payloads, the high-water mark) is answered
+from memory: a mirror of the committed rows, changed only when a transaction that
+changed them commits (a rolled-back one leaves it as it was). The database stays
+the truth; the mirror is rebuilt from it when the store opens.
 
 Not thread-safe by itself: the agent calls it under its one state lock.
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +38,7 @@ from typing import TypeVar
 
 from .errors import StoreError
 
-__all__ = ["CommandRecord", "Store", "ThrottleRecord"]
+__all__ = ["BOOKKEEPING_MAX_AGE_S", "CommandRecord", "Store", "ThrottleRecord"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +91,11 @@ CREATE TABLE IF NOT EXISTS throttle (
 _KEEP_COMMANDS = 5000
 #: Old command results are trimmed once per this many new commands (not on each).
 _TRIM_EVERY = 100
+#: Acks marked sent wait at most this long (s) for a receipt's commit to go with.
+BOOKKEEPING_MAX_AGE_S = 1.0
+#: Payloads of the newest events kept in memory for publishing (older ones are read
+#: from the database: after a restart, or while far behind).
+_RECENT_EVENTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +138,45 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._next_seq = self._meta("next_seq", 1)
+            self._hwm = self._meta("command_hwm", 0)
+            first = self._db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
+            unsent = self._db.execute(
+                "SELECT id, ack FROM commands WHERE ack IS NOT NULL AND ack_sent = 0 "
+                "ORDER BY created"
+            ).fetchall()
         except BaseException:
             self._db.close()
             raise
         self._depth = 0
         self._since_trim = 0
+        # The mirror of committed state (see the module's docstring).
+        #: The lowest unreceipted ``seq`` (None: the outbox is empty).
+        self._first: int | None = None if first is None else int(first)
+        #: Acks not yet taken by the broker, by command id, in the order they became so.
+        self._unsent: dict[str, bytes] = {str(i): bytes(a) for i, a in unsent}
+        #: Payloads of the newest events: consecutive seqs up to ``_next_seq - 1``.
+        self._recent: dict[int, bytes] = {}
+        #: Telemetry rows may be waiting (unknown after opening).
+        self._telemetry_waiting = True
+        # Bookkeeping not written yet (see flush_bookkeeping).
+        self._acks_sent: set[str] = set()
+        self._receipted_upto = 0
+        self._deleted_upto = 0
+        self._bookkeeping_since: float | None = None
+        # The open transaction's view and what its commit changes in the mirror.
+        self._tx_next_seq = self._next_seq
+        self._tx_hwm = self._hwm
+        self._on_commit: list[Callable[[], None]] = []
 
     def close(self) -> None:
-        self._db.close()
+        """Write what bookkeeping is left, then close the database."""
+        try:
+            self.flush_bookkeeping()
+        except sqlite3.Error as exc:  # only a repetition is lost; closing must go on
+            logger.warning("bookkeeping not written at close: %s", exc)
+        finally:
+            self._db.close()
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -150,6 +196,9 @@ class Store:
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._depth = 1
+        self._tx_next_seq = self._next_seq
+        self._tx_hwm = self._hwm
+        self._on_commit.clear()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -158,10 +207,48 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            for change in self._on_commit:
+                change()
         finally:
             self._depth = 0
+            self._on_commit.clear()
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
+
+    # -- bookkeeping (with each receipt, else at most once per BOOKKEEPING_MAX_AGE_S) --
+
+    def _write_bookkeeping(self) -> tuple[frozenset[str], int]:
+        """Inside a transaction: write the pending marks and receipt deletions."""
+        marks = frozenset(self._acks_sent)
+        if marks:
+            self._db.executemany(
+                "UPDATE commands SET ack_sent = 1 WHERE id = ?", [(i,) for i in marks]
+            )
+        upto = self._receipted_upto
+        if upto > self._deleted_upto:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+        return marks, upto
+
+    def _bookkeeping_written(self, marks: frozenset[str], upto: int) -> None:
+        self._acks_sent -= marks
+        self._deleted_upto = max(self._deleted_upto, upto)
+        if not self._acks_sent and self._receipted_upto <= self._deleted_upto:
+            self._bookkeeping_since = None
+
+    def _bookkeeping_added(self) -> None:
+        if self._bookkeeping_since is None:
+            self._bookkeeping_since = time.monotonic()
+
+    def flush_bookkeeping(self, older_than: float = 0.0) -> bool:
+        """Commit pending bookkeeping on its own (not flushed to disk) if it waited
+        ``older_than`` seconds or more; returns whether it did."""
+        since = self._bookkeeping_since
+        if since is None or self._depth or time.monotonic() - since < older_than:
+            return False
+        with self._tx(durable=False):
+            written = self._write_bookkeeping()
+        self._bookkeeping_written(*written)
+        return True
 
     def _meta(self, key: str, default: int = 0) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -179,41 +266,77 @@ class Store:
     def append_event(self, build: Callable[[int], tuple[T, bytes]]) -> T:
         """Give the next ``seq`` to ``build`` and store what it returns, atomically."""
         with self._tx() as db:
-            seq = self._meta("next_seq", 1)
+            seq = self._tx_next_seq
             result, payload = build(seq)
             db.execute("INSERT INTO outbox (seq, payload) VALUES (?, ?)", (seq, payload))
             self._set_meta("next_seq", seq + 1)
+            self._tx_next_seq = seq + 1
+            self._on_commit.append(lambda: self._event_committed(seq, payload))
         return result
+
+    def _event_committed(self, seq: int, payload: bytes) -> None:
+        self._next_seq = seq + 1
+        if self._first is None:
+            self._first = seq
+        recent = self._recent
+        if recent and seq - 1 not in recent:  # never a gap in the kept run
+            recent.clear()
+        recent[seq] = payload
+        if len(recent) > _RECENT_EVENTS:
+            del recent[next(iter(recent))]
 
     @property
     def last_seq(self) -> int:
         """The highest ``seq`` ever given out (0 before the first event)."""
-        return self._meta("next_seq", 1) - 1
+        return self._next_seq - 1
 
     def pending_events(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Unreceipted events with ``seq > after``, in order."""
+        start = max(after, self._receipted_upto) + 1
+        end = min(self._next_seq, start + max(0, limit))
+        if start >= end:
+            return []
+        recent = self._recent
+        if start in recent:  # the run in memory reaches ``_next_seq - 1``
+            return [(seq, recent[seq]) for seq in range(start, end)]
         rows = self._db.execute(
-            "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            "SELECT seq, payload FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?",
+            (start, end - start),
         ).fetchall()
         return [(int(seq), bytes(payload)) for seq, payload in rows]
 
     def first_unreceipted(self) -> int | None:
-        row = self._db.execute("SELECT min(seq) FROM outbox").fetchone()
-        return None if row[0] is None else int(row[0])
+        return self._first
 
     def outbox_depth(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT count(*) FROM outbox WHERE seq > ?", (self._receipted_upto,)
+            ).fetchone()[0]
+        )
 
     def receipt(self, upto_seq: int) -> int:
         """Drop events up to ``upto_seq``; returns how many were dropped.
 
-        Not flushed to disk at once: lost to a power cut, the events are sent again
-        and the cloud de-duplicates them.
+        Committed at once with the acks marked sent meanwhile, not flushed to disk:
+        lost to a power cut, the events are sent again and the cloud de-duplicates
+        them. Never beyond the last ``seq`` given out.
         """
-        with self._tx(durable=False) as db:
-            cur = db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
-            return cur.rowcount
+        first = self._first
+        if first is None or upto_seq < first:
+            return 0
+        upto = min(upto_seq, self._next_seq - 1)
+        self._receipted_upto = max(self._receipted_upto, upto)
+        self._first = upto + 1 if upto + 1 < self._next_seq else None
+        recent = self._recent
+        while recent:
+            oldest = next(iter(recent))
+            if oldest > upto:
+                break
+            del recent[oldest]
+        self._bookkeeping_added()
+        self.flush_bookkeeping()  # inside a transaction: that one's tick writes it
+        return upto - first + 1
 
     # -- telemetry (bounded, may be dropped) -----------------------------------
 
@@ -224,11 +347,19 @@ class Store:
             dropped = db.execute("DELETE FROM telemetry WHERE id <= ?", (newest - keep,))
             if dropped.rowcount:
                 logger.info("telemetry queue full: dropped %d oldest readings", dropped.rowcount)
+            self._on_commit.append(self._telemetry_added)
+
+    def _telemetry_added(self) -> None:
+        self._telemetry_waiting = True
 
     def pending_telemetry(self, limit: int = 100) -> list[tuple[int, bytes]]:
+        if not self._telemetry_waiting:  # asked on every publishing round
+            return []
         rows = self._db.execute(
             "SELECT id, payload FROM telemetry ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
+        if not rows:
+            self._telemetry_waiting = False
         return [(int(i), bytes(p)) for i, p in rows]
 
     def drop_telemetry(self, row_id: int) -> None:
@@ -239,7 +370,7 @@ class Store:
 
     @property
     def command_high_water(self) -> int:
-        return self._meta("command_hwm", 0)
+        return self._hwm
 
     def command(self, command_id: str) -> CommandRecord | None:
         row = self._db.execute(
@@ -269,13 +400,17 @@ class Store:
     ) -> None:
         """Remember a command (and raise the high-water mark) before acting on it."""
         with self._tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO commands (id, counter, compartment, outcome, ack, created) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (command_id, counter, compartment, outcome, ack, now),
             )
-            if counter is not None and counter > self._meta("command_hwm", 0):
+            if ack is not None and cur.rowcount:
+                self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
+            if counter is not None and counter > self._tx_hwm:
                 self._set_meta("command_hwm", counter)
+                self._tx_hwm = counter
+                self._on_commit.append(lambda: self._hwm_raised(counter))
             self._since_trim += 1
             if self._since_trim >= _TRIM_EVERY:
                 self._since_trim = 0
@@ -285,36 +420,49 @@ class Store:
                     (_KEEP_COMMANDS,),
                 )
 
+    def _hwm_raised(self, counter: int) -> None:
+        self._hwm = max(self._hwm, counter)
+
+    def _ack_waiting(self, command_id: str, ack: bytes) -> None:
+        self._acks_sent.discard(command_id)
+        self._unsent[command_id] = ack
+
     def finish_command(self, command_id: str, outcome: str, ack: bytes) -> None:
         with self._tx() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE commands SET outcome = ?, ack = ?, ack_sent = 0 "
                 "WHERE id = ? AND outcome IS NULL",
                 (outcome, ack, command_id),
             )
+            if cur.rowcount:
+                self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
 
     def unfinished_commands(self) -> list[CommandRecord]:
         rows = self._db.execute("SELECT id FROM commands WHERE outcome IS NULL").fetchall()
         return [rec for (cid,) in rows if (rec := self.command(cid)) is not None]
 
     def unsent_acks(self) -> list[tuple[str, bytes]]:
-        rows = self._db.execute(
-            "SELECT id, ack FROM commands WHERE ack IS NOT NULL AND ack_sent = 0 ORDER BY created"
-        ).fetchall()
-        return [(str(i), bytes(a)) for i, a in rows]
+        """Stored acks the broker has not taken yet (asked on every publishing round)."""
+        return list(self._unsent.items())
 
     def requeue_ack(self, command_id: str) -> None:
         """Send a stored ack again (a duplicate delivery of its command)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE commands SET ack_sent = 0 WHERE id = ? AND ack IS NOT NULL", (command_id,)
-            )
+            row = db.execute(
+                "UPDATE commands SET ack_sent = 0 WHERE id = ? AND ack IS NOT NULL RETURNING ack",
+                (command_id,),
+            ).fetchone()
+            if row is not None:
+                ack = bytes(row[0])
+                self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
 
     def mark_ack_sent(self, command_id: str) -> None:
-        """The broker has the ack. Not flushed at once: lost, the ack is sent again
-        (the cloud ignores an ack for a command that is already final)."""
-        with self._tx(durable=False) as db:
-            db.execute("UPDATE commands SET ack_sent = 1 WHERE id = ?", (command_id,))
+        """The broker has the ack. Written with the next receipt (or after
+        :data:`BOOKKEEPING_MAX_AGE_S`): lost, the ack is sent again (the cloud ignores
+        an ack for a command that is already final)."""
+        self._unsent.pop(command_id, None)
+        self._acks_sent.add(command_id)
+        self._bookkeeping_added()
 
     # -- desired state -------------------------------------------------------------
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.edge.conftest import DOOR_PINS
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+
+from smartlocker.edge_agent import Cabinet, Store, parse_config
+from smartlocker.edge_agent.link import Link
+from smartlocker.protocol import Channel, Receipt, TopicScheme, encode, load_public_key
+from tests.edge.conftest import DOOR_PINS, config_dict
 
 
 def test_tls_credentials_acl_and_commands(secure_broker, make_config, agents, make_cloud):
@@ -103,3 +112,117 @@ def test_persistent_session_delivers_commands_sent_while_the_agent_was_away(
     (unlocked,) = cloud.wait_event("unlocked", command_id=command.id)
     assert unlocked.compartment == "a3"
     cloud.wait(lambda: cloud.statuses[-1][0].online, what="birth again")
+
+
+def test_only_the_acks_pubacks_wake_the_worker(
+    mqtt_broker, make_config, agents, make_cloud, mock_factory
+):
+    """Events, telemetry and status are QoS 1 too, but their PUBACKs mean nothing to
+    the agent: only an ack's is handed to the worker (it marks the ack sent)."""
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agent = agents(make_config(mqtt_broker.url))
+    cloud.wait_event("boot")
+    assert agent.link is not None
+    link = agent.link
+    handed: list[tuple[object, ...]] = []
+    deliver = link._deliver
+
+    def counting(item: tuple[object, ...]) -> None:
+        if item[0] == "puback":
+            handed.append(item)
+        deliver(item)
+
+    link._deliver = counting
+    command = cloud.unlock_command("a1")
+    cloud.send(command)
+    cloud.wait_event("unlocked", command_id=command.id)
+    door = mock_factory.pin(DOOR_PINS["a1"])
+    door.drive_high()
+    cloud.wait(lambda: any(a.command_id == command.id for a in cloud.acks), what="the ack")
+    cloud.wait_event("door_opened")
+    door.drive_low()
+    cloud.wait_event("door_closed")
+    cloud.wait(lambda: agent.cabinet.call(agent.store.unsent_acks) == [], what="ack marked")
+    # Three events (unlocked, door_opened, door_closed) and an ack were published.
+    assert len(handed) == 1, handed
+
+
+class _StrictCloud:
+    """The wire of a Link without a broker: published events reach a cloud that
+    commits only the next ``seq`` and publishes a receipt only for what it newly
+    commits (as the SIGKILL test's cloud does); whether a receipt arrives is up to
+    the test."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.committed = 0
+        self.receipts: list[int] = []
+        self.published: list[int] = []
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Any:
+        self._mid += 1
+        if topic == self.topic:
+            seq = json.loads(payload)["seq"]
+            self.published.append(seq)
+            if seq == self.committed + 1:
+                self.committed = seq
+                self.receipts.append(seq)
+        return SimpleNamespace(mid=self._mid)
+
+
+def test_a_receipt_timeout_reaches_past_what_a_cloud_holds_whose_receipts_were_lost(
+    tmp_path, public_key_file
+) -> None:
+    """A broker that dies after the cloud committed a full window loses every receipt
+    of it; a cloud that receipts only new commits ignores the window sent again. The
+    resend after a receipt timeout goes one event past the highest ever published, so
+    the cloud commits something new and its receipt covers the lost ones."""
+    config = parse_config(
+        config_dict(
+            tmp_path / "data",
+            public_key_file,
+            "mqtt://127.0.0.1:1",
+            cabinet="cab-a",
+            send_window=4,
+            receipt_timeout_s=30.0,
+        )
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    link = Link(config, cabinet, deliver=lambda _item: None)
+    cloud = _StrictCloud(str(TopicScheme(config.topic_prefix).topic("cab-a", Channel.EVENTS)))
+    link._client = cloud  # type: ignore[assignment]
+    try:
+        cabinet.open()  # boot: seq 1
+        for _ in range(9):
+            store.append_event(lambda seq: (seq, json.dumps({"seq": seq}).encode()))
+        link._generation = 1
+        link.link_up(1)
+        assert cloud.published == [1, 2, 3, 4]  # the window
+        assert cloud.receipts == [1, 2, 3, 4]  # all lost with the broker
+
+        def receipt_timeout() -> None:
+            link.check_progress()
+            link._last_progress -= config.receipt_timeout_s
+            cloud.published.clear()
+            cloud.receipts.clear()
+            link.check_progress()
+
+        receipt_timeout()
+        assert cloud.published == [1, 2, 3, 4, 5]  # in order, one past the window
+        assert cloud.receipts == [5]  # lost as well
+        receipt_timeout()
+        assert cloud.published == [1, 2, 3, 4, 5, 6]
+        assert cloud.receipts == [6]
+        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=6)))
+        link.pump()
+        assert store.first_unreceipted() == 7
+        assert cloud.published[6:] == [7, 8, 9, 10]  # the window again, from the receipt
+    finally:
+        cabinet.close()
+        store.close()
+        factory.reset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -10,6 +11,19 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.protocol import Receipt, encode, load_public_key
 from tests.edge.conftest import config_dict
+
+
+def _offline_cabinet(tmp_path: Any, public_key_file: Any) -> tuple[Cabinet, Store, MockFactory]:
+    """Cabinet ``cab-a`` on mock pins with its store, and no broker to reach."""
+    config = parse_config(
+        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    return cabinet, store, factory
 
 
 def test_pragmas_seq_and_receipts(tmp_path) -> None:
@@ -63,14 +77,7 @@ def test_telemetry_is_bounded_events_are_not(tmp_path) -> None:
 
 
 def test_receipts_never_drop_unsent_events(tmp_path, public_key_file) -> None:
-    config = parse_config(
-        config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1", cabinet="cab-a")
-    )
-    store = Store(config.database_path)
-    factory = MockFactory()
-    cabinet = Cabinet(
-        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
-    )
+    cabinet, store, factory = _offline_cabinet(tmp_path, public_key_file)
     try:
         cabinet.open()
         stale = encode(Receipt(cabinet="cab-a", upto_seq=1000))
@@ -222,4 +229,204 @@ def test_command_and_unlocked_are_committed_before_the_pulse_and_announced_after
         assert kicks == [(2, 1)]
     finally:
         cabinet.close()
+        store.close()
+
+
+def _statements(store: Store) -> list[str]:
+    """Every statement the store's connection runs from now on (sqlite3's trace)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_ack_marks_wait_for_the_next_receipt_outside_other_commits(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.append_event(lambda seq: (seq, b"e1"))
+        seen = _statements(store)
+        # The broker took the ack: nothing written, but it is no longer to be sent.
+        store.mark_ack_sent("c1")
+        assert seen == []
+        assert store.unsent_acks() == []
+        # The next event's commit (one an ack or a pulse may wait for) does not carry it.
+        store.append_event(lambda seq: (seq, b"e2"))
+        assert not any(s.startswith("UPDATE") for s in seen)
+        # A receipt is committed at once (not flushed to disk), with the mark.
+        seen.clear()
+        assert store.receipt(1) == 1
+        assert [s for s in seen if s in ("COMMIT", "PRAGMA synchronous=NORMAL")] == [
+            "PRAGMA synchronous=NORMAL",
+            "COMMIT",
+        ]
+        assert any(s.startswith("UPDATE commands SET ack_sent = 1") for s in seen)
+        assert any(s.startswith("DELETE FROM outbox") for s in seen)
+        assert store.first_unreceipted() == 2
+        assert store.pending_events(0, 10) == [(2, b"e2")]
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+        assert other.execute("SELECT seq FROM outbox").fetchall() == [(2,)]
+        other.close()
+        seen.clear()
+        assert not store.flush_bookkeeping()  # nothing left to write
+        assert seen == []
+    finally:
+        store.close()
+
+
+def test_bookkeeping_alone_waits_its_age_and_is_written_at_close(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.mark_ack_sent("c1")
+        assert not store.flush_bookkeeping(older_than=60.0)  # young: it may ride on a commit
+        assert store.flush_bookkeeping(older_than=0.0)
+        assert not store.flush_bookkeeping()  # nothing left
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+        other.close()
+        store.finish_command("c1", "opened", b"ack")  # no-op: finished already
+        store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
+        store.finish_command("c2", "opened", b"ack2")
+        store.mark_ack_sent("c2")
+    finally:
+        store.close()  # writes c2's mark
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT id, ack_sent FROM commands ORDER BY id").fetchall() == [
+        ("c1", 1),
+        ("c2", 1),
+    ]
+    other.close()
+
+
+def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
+        store.finish_command("c1", "opened", b"ack1")
+        store.mark_ack_sent("c1")
+
+        def interrupted() -> None:
+            with store.atomic():
+                store.finish_command("c2", "opened", b"ack2")
+                store.record_command(
+                    "c3", counter=9, compartment="a1", outcome=None, ack=None, now=3.0
+                )
+                store.append_event(lambda seq: (seq, b"e"))
+                raise RuntimeError("power cut before the commit")
+
+        with pytest.raises(RuntimeError):
+            interrupted()
+        assert store.unsent_acks() == []  # c2's ack was never committed
+        assert store.command_high_water == 2
+        assert store.last_seq == 0
+        assert store.first_unreceipted() is None
+        store.append_event(lambda seq: (seq, b"e"))
+        assert store.last_seq == 1
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        assert store.unsent_acks() == []
+        assert store.command_high_water == 2
+        assert [p for _, p in store.pending_events(0, 10)] == [b"e"]
+    finally:
+        store.close()
+
+
+def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        for i in range(5):
+            store.append_event(lambda seq, i=i: (seq, b"e%d" % i))
+        seen = _statements(store)
+        assert store.pending_events(1, 2) == [(2, b"e1"), (3, b"e2")]
+        assert store.first_unreceipted() == 1
+        assert store.last_seq == 5
+        assert store.unsent_acks() == []
+        assert seen == []  # no query on the publishing path
+    finally:
+        store.close()
+    store = Store(path)  # after a restart they are read from the database
+    try:
+        assert store.pending_events(1, 2) == [(2, b"e1"), (3, b"e2")]
+        assert store.receipt(3) == 3
+        assert store.pending_events(0, 10) == [(4, b"e3"), (5, b"e4")]
+        store.append_event(lambda seq: (seq, b"e5"))
+        assert store.pending_events(3, 10) == [(4, b"e3"), (5, b"e4"), (6, b"e5")]
+        assert store.receipt(100) == 3  # clamped to the last seq given out
+        assert store.first_unreceipted() is None
+        assert store.receipt(100) == 0
+    finally:
+        store.close()
+
+
+def test_an_unlock_commits_three_times_and_its_receipt_once(
+    tmp_path, public_key_file, cloud_key
+) -> None:
+    """Command + `unlocked`, door_opened + ack, door_closed; the ack's PUBACK adds no
+    commit of its own (it goes with the receipt's)."""
+    from tests.edge.cloud import Cloud
+    from tests.edge.conftest import DOOR_PINS
+
+    cabinet, store, factory = _offline_cabinet(tmp_path, public_key_file)
+    try:
+        cabinet.open()
+        cabinet.tick()  # the first heartbeat is due at once; it is not the unlock's
+        seen = _statements(store)
+        command = Cloud.__new__(Cloud)
+        command.cabinet, command.counter, command.key = "cab-a", 0, cloud_key
+        message = command.unlock_command("a1")
+        cabinet.handle_command(encode(message))
+        door = factory.pin(DOOR_PINS["a1"])
+        door.drive_high()
+        door.drive_low()
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
+        assert [cid for cid, _ in store.unsent_acks()] == [message.id]
+        store.mark_ack_sent(message.id)
+        cabinet.published_upto = store.last_seq
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 3
+        cabinet.handle_receipt(encode(Receipt(cabinet="cab-a", upto_seq=store.last_seq)))
+        cabinet.tick()
+        assert [s for s in seen if s == "COMMIT"] == ["COMMIT"] * 4
+        assert store.unsent_acks() == []
+        assert store.outbox_depth() == 0
+    finally:
+        cabinet.close()
+        store.close()
+        factory.reset()
+    db = sqlite3.connect(cabinet.config.database_path)
+    assert db.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
+    (left,) = db.execute("SELECT payload FROM outbox").fetchall()  # receipted: only shutdown
+    assert b'"shutdown"' in left[0]
+    db.close()
+
+
+def test_a_requeued_ack_is_not_marked_sent_by_older_bookkeeping(tmp_path) -> None:
+    """A duplicate delivery re-queues an ack whose PUBACK mark is not written yet: the
+    later bookkeeping commit must not mark it sent again."""
+    path = tmp_path / "agent.sqlite3"
+    store = Store(path)
+    try:
+        store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
+        store.finish_command("c1", "opened", b"ack")
+        store.mark_ack_sent("c1")
+        store.requeue_ack("c1")
+        assert store.unsent_acks() == [("c1", b"ack")]
+        store.flush_bookkeeping()
+        assert store.unsent_acks() == [("c1", b"ack")]
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        assert store.unsent_acks() == [("c1", b"ack")]
+    finally:
         store.close()
