@@ -547,6 +547,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             cpu = meter.stop(cfg.sequential)
             sequential = {**_summary(latencies), "failures": failures}
             sequential["cpu_ms_per_unlock"] = cpu
+            sequential["context_switches_per_unlock"] = meter.switches
             sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
             sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
         probe.close()
@@ -594,6 +595,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                 "failures": len(flat) - succeeded,
                 "unlocks_per_s": round(succeeded / wall, 1),
                 "cpu_ms_per_unlock": cpu,
+                "context_switches_per_unlock": meter.switches,
             }
         report = {
             "failure_kinds": failure_kinds,
