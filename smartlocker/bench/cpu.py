@@ -1,10 +1,14 @@
-"""CPU time of process trees, from ``/proc`` (Linux), for "CPU per unlock" figures.
+"""CPU time and context switches of process trees, from ``/proc`` (Linux), for "CPU
+per unlock" figures.
 
 A benchmark's services are process trees (gunicorn and its workers, the postmaster
 and its backends); :class:`CpuMeter` sums user + system time of each tree between two
-readings, so a phase can say how many CPU milliseconds each service spent per request.
-Processes that ended between the readings are not counted (their time is lost with
-them); the trees measured here keep their processes for the whole run.
+readings, so a phase can say how many CPU milliseconds each service spent per request,
+and the context switches of all their threads (each hand-off from one thread or
+process to another is two; on a small virtual machine one costs tens of microseconds
+of system time). Processes and threads that ended between the readings are not counted
+(their time is lost with them); the trees measured here keep their processes for the
+whole run.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["CpuMeter", "machine_cpu_seconds", "tree_cpu_seconds"]
+__all__ = ["CpuMeter", "machine_cpu_seconds", "tree_context_switches", "tree_cpu_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,25 +59,58 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (sum(ticks) - idle) / _TICK, sum(ticks) / _TICK
 
 
+def _descendants(
+    roots: Mapping[str, int], table: Mapping[int, tuple[int, float]]
+) -> dict[str, list[int]]:
+    """Each named root's process and all its descendants in ``table`` (pid: ppid, …)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, list[int]] = {}
+    for name, root in roots.items():
+        found, stack = [], [root]
+        while stack:
+            pid = stack.pop()
+            found.append(pid)
+            stack.extend(children.get(pid, ()))
+        out[name] = found
+    return out
+
+
+def _switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` so far."""
+    total = 0
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        for line in status.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split(":", 1)[1])
+    return total
+
+
+def tree_context_switches(roots: Mapping[str, int]) -> dict[str, int]:
+    """Context switches so far of all threads of each named process and its descendants."""
+    trees = _descendants(roots, _all_processes())
+    return {name: sum(_switches(pid) for pid in pids) for name, pids in trees.items()}
+
+
 def tree_cpu_seconds(roots: Mapping[str, int], *, include_self: bool = False) -> dict[str, float]:
     """CPU seconds used so far by each named process and all its descendants.
 
     With ``include_self`` the calling process's own time is added as ``"self"``.
     """
     table = _all_processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[str, float] = {}
-    for name, root in roots.items():
-        total, stack = 0.0, [root]
-        while stack:
-            pid = stack.pop()
-            entry = table.get(pid)
-            if entry is not None:
-                total += entry[1]
-            stack.extend(children.get(pid, ()))
-        out[name] = total
+    out = {
+        name: sum(table[pid][1] for pid in pids if pid in table)
+        for name, pids in _descendants(roots, table).items()
+    }
     if include_self:
         times = os.times()
         out["self"] = times.user + times.system
@@ -86,9 +123,13 @@ class CpuMeter:
     def __init__(self, roots: Mapping[str, int]) -> None:
         self.roots = dict(roots)
         self._before: dict[str, float] = {}
+        self._switches: dict[str, int] = {}
         self._machine = (0.0, 0.0)
+        #: Context switches per request of each tree, from the last :meth:`stop`.
+        self.switches: dict[str, float] = {}
 
     def start(self) -> None:
+        self._switches = tree_context_switches(self.roots)
         self._before = tree_cpu_seconds(self.roots, include_self=True)
         self._machine = machine_cpu_seconds()
 
@@ -96,6 +137,12 @@ class CpuMeter:
         """Milliseconds of CPU per request for each tree (``"self"``: the client), and total."""
         after = tree_cpu_seconds(self.roots, include_self=True)
         per = max(1, requests)
+        switched = {
+            name: count - self._switches.get(name, 0)
+            for name, count in tree_context_switches(self.roots).items()
+        }
+        self.switches = {name: round(count / per, 1) for name, count in switched.items()}
+        self.switches["total"] = round(sum(switched.values()) / per, 1)
         spent = {name: (after[name] - self._before.get(name, 0.0)) for name in after}
         out = {name: round(seconds * 1000 / per, 3) for name, seconds in spent.items()}
         out["total"] = round(sum(spent.values()) * 1000 / per, 3)

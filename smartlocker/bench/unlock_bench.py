@@ -547,6 +547,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             cpu = meter.stop(cfg.sequential)
             sequential = {**_summary(latencies), "failures": failures}
             sequential["cpu_ms_per_unlock"] = cpu
+            sequential["context_switches_per_unlock"] = meter.switches
             sequential["legs"] = probe.legs(timeline[-cfg.sequential :])
             sequential["breakdown_ms"] = _breakdown(db, cfg.sequential)
         probe.close()
@@ -556,8 +557,17 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             results: list[list[tuple[float, bool]]] = [[] for _ in range(cfg.clients)]
             stop_at = time.perf_counter() + cfg.duration
 
+            # Client i takes compartment i // cabinets of cabinet i % cabinets: the
+            # clients spread over the cabinets (5 each with 20 clients and 4 cabinets),
+            # not the first cabinets' compartments in a row.
+            spread = [
+                targets[c * cfg.compartments + j]
+                for j in range(cfg.compartments)
+                for c in range(cfg.cabinets)
+            ]
+
             def client(index: int) -> None:
-                mine = targets[index % len(targets)]
+                mine = spread[index % len(spread)]
                 s = _Client("127.0.0.1", port, admin)
                 try:
                     while time.perf_counter() < stop_at:
@@ -585,6 +595,7 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                 "failures": len(flat) - succeeded,
                 "unlocks_per_s": round(succeeded / wall, 1),
                 "cpu_ms_per_unlock": cpu,
+                "context_switches_per_unlock": meter.switches,
             }
         report = {
             "failure_kinds": failure_kinds,

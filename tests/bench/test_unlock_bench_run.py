@@ -41,6 +41,11 @@ def test_a_phase_left_out_is_reported_as_none_and_the_other_one_measures(
     assert phase["n"] == sequential if sequential else phase["n"] >= 2
     assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert phase["cpu_ms_per_unlock"]["total"] > 0
+    # Every service takes part in an unlock: each one's threads hand work on.
+    switches = phase["context_switches_per_unlock"]
+    for service in ("api", "ingest", "cabinets", "broker", "postgres"):
+        assert switches[service] > 0, service
+    assert switches["total"] >= sum(switches[s] for s in ("api", "ingest", "cabinets"))
 
 
 @pytest.mark.parametrize(
