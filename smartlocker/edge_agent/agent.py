@@ -1,9 +1,10 @@
 """The agent: wires the cabinet, the MQTT link, the kiosk and one worker thread.
 
-Threads: paho's network thread (hands deliveries to the worker), gpiozero's
-callback threads and the kiosk's request threads (take the cabinet's lock), and
-the worker, which applies deliveries and ticks the clock. Every change of state
-happens under :attr:`Cabinet.mutex`.
+Threads: the worker, which drives the MQTT connection (:meth:`Link.step`: paho's
+callbacks queue deliveries), applies the deliveries and ticks the clock; a
+short-lived one per connection attempt; gpiozero's callback threads and the
+kiosk's request threads (take the cabinet's lock). Every change of state happens
+under :attr:`Cabinet.mutex`; the worker never holds it while it waits on the network.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Agent:
         self._pin_factory = pin_factory
         self._clock = clock
         self._with_kiosk = kiosk
-        # SimpleQueue: the hand-off from paho's thread costs a few microseconds less.
+        #: Deliveries from paho's callbacks, which run on the worker (in Link.step).
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -106,8 +107,8 @@ class Agent:
                 )
                 self.kiosk.start()
             self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
-            self._worker.start()
             self.link.start()
+            self._worker.start()
         except BaseException:
             self.stop("start failed")
             raise
@@ -136,23 +137,31 @@ class Agent:
 
     def _work(self) -> None:
         assert self.cabinet is not None
+        assert self.link is not None
         cabinet = self.cabinet
+        link = self.link
         next_tick = 0.0
         while not self._stop.is_set():
             try:
-                item = self._inbox.get(timeout=TICK_S)
+                item = self._inbox.get_nowait()
             except queue.Empty:
-                item = None
+                # Nothing delivered: the network's turn, without the state lock (door
+                # edges and the kiosk take it meanwhile). It returns when a packet came
+                # or went, or after TICK_S; what came is in the inbox now.
+                link.step(TICK_S)
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    item = None
             try:
                 with cabinet.mutex:
                     if item is not None:
                         self._handle(item)
                     now = cabinet.clock.monotonic()
-                    if now >= next_tick or item is None:
+                    if now >= next_tick:
                         next_tick = now + TICK_S
                         cabinet.tick()
-                        if self.link is not None:
-                            self.link.check_progress()
+                        link.check_progress()
             except Exception:
                 # A bug or a failing disk must not stop the worker; the traceback is logged.
                 logger.exception("agent worker: %r failed", item and item[0])

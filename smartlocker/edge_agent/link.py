@@ -4,14 +4,19 @@
   keeps the subscriptions and queues commands while the cabinet is away.
 * Retained last will (``online: false``) and retained birth (``online: true``) on
   ``status``; subscriptions are made in ``on_connect``.
-* Its own network thread reconnects with exponential backoff and jitter.
+* The agent's worker drives the network between its deliveries (:meth:`Link.step`):
+  paho's reads, writes and callbacks run on that one thread, so a command, its ack
+  and the PUBACKs cost no hand-off between threads. Only (re)connecting, which can
+  block for seconds (DNS, TCP, TLS), runs on a short-lived thread of its own, with
+  exponential backoff and jitter between attempts; the worker keeps ticking meanwhile.
 * Events are published from the outbox in ``seq`` order. On every (re)connect the
   client's own queue is dropped and everything unreceipted is sent again from the
   database, in order; likewise when no receipt arrived for ``receipt_timeout_s``,
   and then one event further than was ever published, even past the send window.
 * Paho callbacks never touch the cabinet's state: they hand deliveries to the
-  agent's worker through ``deliver`` (so that no callback waits on the state lock
-  while another thread, holding it, waits inside paho).
+  agent's worker through ``deliver`` (its inbox, read after :meth:`Link.step`
+  returns), so no callback waits on the state lock while another thread, holding
+  it, waits inside paho (paho calls ``on_publish`` holding its own message lock).
 """
 
 from __future__ import annotations
@@ -83,7 +88,14 @@ class Link:
         self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: The thread of the connection attempt under way, if any (see :meth:`step`).
+        self._connector: threading.Thread | None = None
+        self._connect_error: BaseException | None = None
+        self._first_connect = True
+        self._socket_up = False
+        self._backoff = config.reconnect_min_s
+        #: ``time.monotonic()`` of the next connection attempt.
+        self._connect_at = 0.0
         self._tls_context: ssl.SSLContext | None = None
         self.connects = 0
         #: The ``ts`` of this connection's last will, which its birth repeats.
@@ -115,10 +127,11 @@ class Link:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        # Our own network thread runs client.loop(). Without loop_start() paho would
-        # write to the socket from whichever thread publishes, racing the network
-        # thread (reordered or interleaved packets). With a "register write" hook set,
-        # publish() only queues the packet and wakes the loop, which does every write.
+        # The worker runs client.loop() (step). Without loop_start() paho would write
+        # to the socket from whichever thread publishes, racing the worker's loop
+        # (reordered or interleaved packets). With a "register write" hook set,
+        # publish() only queues the packet and wakes the loop, which does every write;
+        # published from the worker itself, it is written on the loop's next round.
         client.on_socket_register_write = _no_op
         return client
 
@@ -145,11 +158,18 @@ class Link:
         return self._ready
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._thread.start()
+        """Connect from now on: the worker's next :meth:`step` starts the first attempt."""
+        self._connect_at = time.monotonic()
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Publish ``online: false`` (retained), disconnect, stop the thread."""
+        """Publish ``online: false`` (retained), disconnect.
+
+        Called after the worker stopped: this thread drives the network meanwhile.
+        """
+        self._stop.set()
+        connector = self._connector
+        if connector is not None:
+            connector.join(timeout + 5.0)
         if self._ready:
             offline = Status(
                 cabinet=self.config.cabinet,
@@ -162,10 +182,8 @@ class Link:
             )
             deadline = time.monotonic() + timeout
             while not info.is_published() and time.monotonic() < deadline and self._ready:
-                time.sleep(0.02)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout + 5.0)
+                if self._client.loop(timeout=0.02) != paho.MQTT_ERR_SUCCESS:
+                    break
         try:
             # Alone now: let disconnect() write its DISCONNECT packet itself.
             self._client.on_socket_register_write = None
@@ -173,54 +191,88 @@ class Link:
         finally:
             self._client._reset_sockets()
             self._ready = False
+            self._socket_up = False
 
-    # -- network thread ------------------------------------------------------------
+    # -- the network, driven by the worker ---------------------------------------
 
-    def _run(self) -> None:
-        s = self._settings
-        backoff = self.config.reconnect_min_s
-        first = True
-        socket_up = False
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        while not self._stop.is_set():
-            if not socket_up:
-                try:
-                    self._set_will(self._client)
-                    if first:
-                        self._client.connect(
-                            s.host,
-                            s.port,
-                            keepalive=self.config.keepalive_s,
-                            clean_start=False,
-                            properties=props,
-                        )
-                        first = False
-                    else:
-                        self._client.reconnect()
-                    socket_up = True
-                except (OSError, ssl.SSLError) as exc:
-                    self._client._reset_sockets(sockpair_only=False)
-                    delay = backoff * random.uniform(0.5, 1.0)
-                    logger.info(
-                        "cannot reach %s:%d (%s); retry in %.1fs", s.host, s.port, exc, delay
-                    )
-                    backoff = min(backoff * 2, self.config.reconnect_max_s)
-                    self._stop.wait(delay)
-                    continue
-            rc = self._client.loop(timeout=0.1)
+    def step(self, timeout: float) -> None:
+        """One round of the network, for at most ``timeout`` seconds.
+
+        Connected: paho reads and writes what is due (its callbacks put deliveries in
+        the worker's inbox) and returns as soon as something came or was sent. Not
+        connected: waits for the attempt under way, or starts the next one when its
+        backoff is over. Never raises: a failure is a lost connection.
+        """
+        if self._stop.is_set():
+            self._stop.wait(timeout)
+            return
+        if self._socket_up:
+            try:
+                rc = self._client.loop(timeout=timeout)
+            except Exception:  # paho's state is unknown: start over with a new socket
+                logger.exception("network round failed")
+                self._client._reset_sockets(sockpair_only=False)
+                rc = paho.MQTT_ERR_UNKNOWN
             if rc == paho.MQTT_ERR_SUCCESS:
                 if self._ready:
-                    backoff = self.config.reconnect_min_s
-                continue
-            socket_up = False
+                    self._backoff = self.config.reconnect_min_s
+                return
+            self._socket_up = False
             self._ready = False
-            delay = backoff * random.uniform(0.5, 1.0)
-            logger.info("connection lost (%s); reconnecting in %.1fs", paho.error_string(rc), delay)
-            backoff = min(backoff * 2, self.config.reconnect_max_s)
-            self._stop.wait(delay)
+            self._retry_later(f"connection lost ({paho.error_string(rc)})")
+            return
+        connector = self._connector
+        if connector is None:
+            wait = self._connect_at - time.monotonic()
+            if wait > 0:
+                self._stop.wait(min(timeout, wait))
+                return
+            self._connect_error = None
+            connector = threading.Thread(target=self._connect, name="mqtt-connect", daemon=True)
+            self._connector = connector
+            connector.start()
+        connector.join(timeout)
+        if connector.is_alive():
+            return
+        self._connector = None
+        error = self._connect_error
+        if error is None:
+            self._socket_up = True
+            return
+        s = self._settings
+        self._retry_later(f"cannot reach {s.host}:{s.port} ({error})")
 
-    # -- paho callbacks (network thread; never take the cabinet's lock) ------------
+    def _retry_later(self, why: str) -> None:
+        delay = self._backoff * random.uniform(0.5, 1.0)
+        logger.info("%s; next attempt in %.1fs", why, delay)
+        self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
+        self._connect_at = time.monotonic() + delay
+
+    def _connect(self) -> None:
+        """The connector thread: one attempt (blocking), its error for :meth:`step`."""
+        s = self._settings
+        try:
+            self._set_will(self._client)
+            if self._first_connect:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = self.config.session_expiry_s
+                self._client.connect(
+                    s.host,
+                    s.port,
+                    keepalive=self.config.keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                )
+                self._first_connect = False
+            else:
+                self._client.reconnect()
+        except Exception as exc:  # refused, unreachable, TLS, a bad address: try again
+            if not isinstance(exc, OSError | ssl.SSLError):
+                logger.exception("connection attempt failed")
+            self._client._reset_sockets(sockpair_only=False)
+            self._connect_error = exc
+
+    # -- paho callbacks (in step, on the worker; never take the cabinet's lock) ----
 
     def _on_connect(
         self, client: paho.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Any

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -226,3 +229,53 @@ def test_a_receipt_timeout_reaches_past_what_a_cloud_holds_whose_receipts_were_l
         cabinet.close()
         store.close()
         factory.reset()
+
+
+def test_a_connection_attempt_that_hangs_never_holds_up_the_worker(
+    tmp_path, public_key_file
+) -> None:
+    """The worker drives the network (Link.step) but never waits on a connection
+    attempt longer than its round: a broker whose accept queue is full drops the SYN,
+    and connect() hangs (for paho's connect timeout) on the attempt's own thread."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers: list[socket.socket] = []
+    for _ in range(8):  # fill the accept queue; later SYNs are dropped
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.2)
+    config = parse_config(
+        config_dict(tmp_path / "data", public_key_file, f"mqtt://127.0.0.1:{port}")
+    )
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    link = Link(config, cabinet, deliver=lambda _item: None)
+    try:
+        link.start()
+        rounds = []
+        hung = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            link.step(0.05)
+            rounds.append(time.monotonic() - started)
+            hung += link._connector is not None and link._connector.is_alive()
+        assert hung >= 10  # the attempt was under way, hanging, most of the time
+        assert max(rounds) < 0.5
+        assert not link.connected
+    finally:
+        link.stop(timeout=0.1)
+        cabinet.close()
+        store.close()
+        factory.reset()
+        for c in fillers:
+            c.close()
+        server.close()
