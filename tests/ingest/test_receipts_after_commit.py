@@ -1,4 +1,10 @@
-"""Nothing is acknowledged or receipted before the database commit."""
+"""Nothing is acknowledged or receipted before the database commit.
+
+Each test has a broker of its own: the session's broker keeps other tests' retained
+messages (statuses of cabinets this database does not know), which ingest receives on
+subscribing and holds as well while the database cannot take them, so a count of
+held messages would depend on which tests ran before.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,12 @@ from tests.support.mqtt import connected
 from .harness import InProcessIngest, count, event, provision, topic, wait_for
 
 
-def test_no_puback_and_no_receipt_until_commit(mqtt_broker: MosquittoBroker, db_url: str) -> None:
+def test_no_puback_and_no_receipt_until_commit(fresh_broker: MosquittoBroker, db_url: str) -> None:
     provision(db_url, ["cab-r"])
     with (
         psycopg.connect(db_url) as blocker,
-        InProcessIngest(mqtt_broker.url, db_url) as ingest,
-        connected(mqtt_broker.host, mqtt_broker.port) as cab,
+        InProcessIngest(fresh_broker.url, db_url) as ingest,
+        connected(fresh_broker.host, fresh_broker.port) as cab,
     ):
         cab.subscribe(topic("cab-r", "receipts"))
         # Hold the events table: the writer's COPY waits, so its transaction cannot commit.
@@ -50,12 +56,12 @@ def test_no_puback_and_no_receipt_until_commit(mqtt_broker: MosquittoBroker, db_
 
 
 def test_database_outage_keeps_messages_until_it_returns(
-    mqtt_broker: MosquittoBroker, pg_cluster, db_url: str
+    fresh_broker: MosquittoBroker, pg_cluster, db_url: str
 ) -> None:
     provision(db_url, ["cab-o"])
     with (
-        InProcessIngest(mqtt_broker.url, db_url) as ingest,
-        connected(mqtt_broker.host, mqtt_broker.port) as cab,
+        InProcessIngest(fresh_broker.url, db_url) as ingest,
+        connected(fresh_broker.host, fresh_broker.port) as cab,
     ):
         cab.subscribe(topic("cab-o", "receipts"))
         pg_cluster.stop()
