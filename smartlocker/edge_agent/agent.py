@@ -148,7 +148,13 @@ class Agent:
                 # Nothing delivered: the network's turn, without the state lock (door
                 # edges and the kiosk take it meanwhile). It returns when a packet came
                 # or went, or after TICK_S; what came is in the inbox now.
-                link.step(TICK_S)
+                try:
+                    link.step(TICK_S)
+                except Exception:
+                    # step handles the network's failures itself; a bug must not stop
+                    # the worker (the traceback is logged).
+                    logger.exception("agent worker: network round failed")
+                    self._stop.wait(TICK_S)
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
