@@ -29,7 +29,6 @@ __all__ = [
     "NO_COMPARTMENT",
     "CommandRow",
     "CommandStatus",
-    "PendingCommand",
     "PendingOutcome",
     "command_row",
     "create_command",
@@ -40,7 +39,6 @@ __all__ = [
     "missing_compartment",
     "outcome_status",
     "record_outcome",
-    "send_create_command",
     "send_outcome",
 ]
 
@@ -127,7 +125,7 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
 #: command_counters, migration 0012, not the cabinets row ingest keeps locked) and
 #: ``created`` (the new row, columns as :func:`command_row` reads them; none: no such
 #: compartment). Named parameters as :func:`create_params` gives them. A statement of
-#: its own (:func:`send_create_command`) or a part of a larger one (the API's unlock).
+#: its own (:func:`create_command`) or a part of a larger one (the API's unlock).
 CREATE_CTES = (
     "target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
     " ON comp.cabinet = cab.id AND comp.id = %(compartment)s WHERE cab.id = %(cabinet)s"
@@ -183,74 +181,6 @@ def missing_compartment(cabinet: str, compartment: str) -> NotFound:
     return NotFound(_no_compartment(cabinet, compartment), cabinet=cabinet, compartment=compartment)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCommand:
-    """A command sent to the server whose row is read later (:func:`send_create_command`)."""
-
-    cursor: psycopg.Cursor[Any]
-    cabinet: str
-    compartment: str
-    purpose: str
-    actor: str
-
-    def missing(self) -> NotFound:
-        """The error for a compartment that does not exist (within the sites given)."""
-        return missing_compartment(self.cabinet, self.compartment)
-
-    def row(self) -> CommandRow:
-        """The new command; :class:`NotFound` if it was not created."""
-        values = self.cursor.fetchone()
-        if values is None:
-            raise self.missing()
-        command = command_row(values)
-        logger.info(
-            "command %s created: unlock %s/%s (%s, by %s)",
-            command.id,
-            self.cabinet,
-            self.compartment,
-            self.purpose,
-            self.actor,
-        )
-        return command
-
-
-def send_create_command(
-    conn: psycopg.Connection[Any],
-    cabinet: str,
-    compartment: str,
-    *,
-    reason: str | None,
-    actor: str,
-    now: datetime,
-    parcel: str | None = None,
-    purpose: str = "operator",
-    ttl: timedelta = COMMAND_TTL,
-    command_id: str | None = None,
-    sites: Collection[str] | None = None,
-) -> PendingCommand:
-    """Send the statement of :func:`create_command` without reading its result.
-
-    ``sites`` (None: any) limits the cabinets it may be created in.
-    """
-    command_id = command_id or new_message_id()
-    cursor = conn.execute(
-        _CREATE,
-        create_params(
-            command_id,
-            cabinet,
-            compartment,
-            reason=reason,
-            actor=actor,
-            now=now,
-            parcel=parcel,
-            purpose=purpose,
-            ttl=ttl,
-            sites=sites,
-        ),
-    )
-    return PendingCommand(cursor, cabinet, compartment, purpose, actor)
-
-
 def create_command(
     conn: psycopg.Connection[Any],
     cabinet: str,
@@ -271,19 +201,33 @@ def create_command(
     in the same transaction); by default a new message id. ``sites`` (None: any)
     limits the cabinets it may be created in.
     """
-    return send_create_command(
-        conn,
+    values = conn.execute(
+        _CREATE,
+        create_params(
+            command_id or new_message_id(),
+            cabinet,
+            compartment,
+            reason=reason,
+            actor=actor,
+            now=now,
+            parcel=parcel,
+            purpose=purpose,
+            ttl=ttl,
+            sites=sites,
+        ),
+    ).fetchone()
+    if values is None:
+        raise missing_compartment(cabinet, compartment)
+    command = command_row(values)
+    logger.info(
+        "command %s created: unlock %s/%s (%s, by %s)",
+        command.id,
         cabinet,
         compartment,
-        reason=reason,
-        actor=actor,
-        now=now,
-        parcel=parcel,
-        purpose=purpose,
-        ttl=ttl,
-        command_id=command_id,
-        sites=sites,
-    ).row()
+        purpose,
+        actor,
+    )
+    return command
 
 
 def mark_sent(conn: psycopg.Connection[Any], command: str, *, now: datetime) -> bool:
