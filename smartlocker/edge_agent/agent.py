@@ -142,9 +142,8 @@ class Agent:
         link = self.link
         next_tick = 0.0
         while not self._stop.is_set():
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
+            item = self._take()
+            if item is None:
                 # Nothing delivered: the network's turn, without the state lock (door
                 # edges and the kiosk take it meanwhile). It returns when a packet came
                 # or went, or after TICK_S; what came is in the inbox now.
@@ -155,10 +154,7 @@ class Agent:
                     # the worker (the traceback is logged).
                     logger.exception("agent worker: network round failed")
                     self._stop.wait(TICK_S)
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    item = None
+                item = self._take()
             try:
                 with cabinet.mutex:
                     if item is not None:
@@ -174,6 +170,13 @@ class Agent:
             if self._kick_deferred:
                 self._kick_deferred = False
                 self._publish_deferred(cabinet)
+
+    def _take(self) -> Delivery | None:
+        """The next delivery, if one is waiting."""
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            return None
 
     def _publish_deferred(self, cabinet: Cabinet) -> None:
         """Publish what the worker committed, after it left the state lock.

@@ -204,7 +204,6 @@ class Link:
         backoff is over. Never raises: a failure is a lost connection.
         """
         if self._stop.is_set():
-            self._stop.wait(timeout)
             return
         if self._socket_up:
             try:
