@@ -426,7 +426,7 @@ class Cabinet:
                 cabinet=self.config.cabinet,
                 now=now,
                 skew=timedelta(seconds=self.config.clock_skew_s),
-                high_water=self.store.command_high_water,
+                replay=self.store.replay_window,
                 known=self.store.command,
             )
             match verdict:
@@ -473,7 +473,7 @@ class Cabinet:
         if reason is not None:
             self._reject(Rejected(reason, compartment, command_id, compartment, True, counter))
             return
-        # Remembered (and the high-water mark raised) before the pulse: at most once.
+        # Remembered (its counter seen from now on) before the pulse: at most once.
         # The command and its `unlocked` event commit together, before the lock moves;
         # the link hears of them after the pulse.
         with self._kicks_held():

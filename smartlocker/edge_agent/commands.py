@@ -1,9 +1,10 @@
 """Verification of commands, before anything else happens (pure; clock injected).
 
 Order: parse → signature → cabinet → duplicate (a known id gets its stored
-result) → retained → expiry (with a bounded clock skew) → replay (counter at or
-below the persisted high-water mark). Only an :class:`Accepted` command may lead
-to a pulse; the agent then checks the compartment itself.
+result) → retained → expiry (with a bounded clock skew) → replay (a counter seen
+before, or at or below the high-water mark minus the window:
+:class:`~smartlocker.protocol.ReplayWindow`). Only an :class:`Accepted` command may
+lead to a pulse; the agent then checks the compartment itself.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from smartlocker.protocol import (
     Channel,
     Ed25519PublicKey,
     ProtocolError,
+    ReplayWindow,
     UnlockCommand,
     decode,
     verify_payload,
@@ -80,7 +82,7 @@ def verify_command(
     cabinet: str,
     now: datetime,
     skew: timedelta,
-    high_water: int,
+    replay: ReplayWindow,
     known: Callable[[str], CommandRecord | None],
 ) -> Verdict:
     """Decide what to do with one delivery on the ``commands`` topic."""
@@ -118,8 +120,7 @@ def verify_command(
         return refuse("expired", f"expired at {command.expires.isoformat()}")
     if command.ts - skew > now:
         return refuse("expired", f"issued in the future ({command.ts.isoformat()})")
-    if command.counter <= high_water:
-        return refuse(
-            "replayed", f"counter {command.counter} is at or below high-water mark {high_water}"
-        )
+    replayed = replay.refusal(command.counter)
+    if replayed is not None:
+        return refuse("replayed", replayed)
     return Accepted(command)

@@ -1,8 +1,8 @@
 """The agent's one SQLite database (WAL, ``synchronous=FULL``).
 
 It holds the event outbox with its persistent ``seq``, a bounded telemetry queue,
-the command high-water mark and the stored result of every command, the applied
-desired state, used codes and the kiosk throttle. Every write is one transaction,
+the command high-water mark and the stored result (and counter) of every command, the
+applied desired state, used codes and the kiosk throttle. Every write is one transaction,
 committed before anything that depends on it happens (publish, pulse, answer), so a
 power cut or SIGKILL at any point leaves a consistent database.
 
@@ -17,7 +17,8 @@ close). Lost (SIGKILL, power cut), such marks only make the agent send those ack
 again, which the cloud ignores.
 
 What the link asks on every publishing round (the acks still to send, the lowest
-unreceipted ``seq``, the newest events' payloads, the high-water mark) is answered
+unreceipted ``seq``, the newest events' payloads) and what every command is checked
+against (the replay window: the high-water mark and the counters seen) is answered
 from memory: a mirror of the committed rows, changed only when a transaction that
 changed them commits (a rolled-back one leaves it as it was). The database stays
 the truth; the mirror is rebuilt from it when the store opens.
@@ -35,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from smartlocker.protocol import REPLAY_WINDOW, ReplayWindow
 
 from .errors import StoreError
 
@@ -86,8 +89,9 @@ CREATE TABLE IF NOT EXISTS throttle (
 );
 """
 
-#: Stored command results kept for duplicate deliveries (the high-water mark
-#: refuses anything older anyway).
+#: Stored command results kept for duplicate deliveries, besides those whose counter is
+#: still inside the replay window: they are the window's memory and are never trimmed
+#: (the high-water mark alone refuses anything older).
 _KEEP_COMMANDS = 5000
 #: Old command results are trimmed once per this many new commands (not on each).
 _TRIM_EVERY = 100
@@ -139,7 +143,11 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
             self._next_seq = self._meta("next_seq", 1)
-            self._hwm = self._meta("command_hwm", 0)
+            hwm = self._meta("command_hwm", 0)
+            # Read once (a scan of at most ~_KEEP_COMMANDS + window rows), then mirrored.
+            seen = self._db.execute(
+                "SELECT counter FROM commands WHERE counter > ?", (hwm - REPLAY_WINDOW,)
+            ).fetchall()
             first = self._db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
             unsent = self._db.execute(
                 "SELECT id, ack FROM commands WHERE ack IS NOT NULL AND ack_sent = 0 "
@@ -155,6 +163,8 @@ class Store:
         self._first: int | None = None if first is None else int(first)
         #: Acks not yet taken by the broker, by command id, in the order they became so.
         self._unsent: dict[str, bytes] = {str(i): bytes(a) for i, a in unsent}
+        #: The command high-water mark and the counters seen within the window below it.
+        self._window = ReplayWindow(hwm, (int(c) for (c,) in seen))
         #: Payloads of the newest events: consecutive seqs up to ``_next_seq - 1``.
         self._recent: dict[int, bytes] = {}
         #: Telemetry rows may be waiting (unknown after opening).
@@ -166,7 +176,7 @@ class Store:
         self._bookkeeping_since: float | None = None
         # The open transaction's view and what its commit changes in the mirror.
         self._tx_next_seq = self._next_seq
-        self._tx_hwm = self._hwm
+        self._tx_hwm = hwm
         self._on_commit: list[Callable[[], None]] = []
 
     def close(self) -> None:
@@ -197,7 +207,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._depth = 1
         self._tx_next_seq = self._next_seq
-        self._tx_hwm = self._hwm
+        self._tx_hwm = self._window.high_water
         self._on_commit.clear()
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -370,7 +380,13 @@ class Store:
 
     @property
     def command_high_water(self) -> int:
-        return self._hwm
+        return self._window.high_water
+
+    @property
+    def replay_window(self) -> ReplayWindow:
+        """What a command's counter is checked against (committed state; read only:
+        :meth:`record_command` changes it when its transaction commits)."""
+        return self._window
 
     def command(self, command_id: str) -> CommandRecord | None:
         row = self._db.execute(
@@ -398,7 +414,9 @@ class Store:
         ack: bytes | None,
         now: float,
     ) -> None:
-        """Remember a command (and raise the high-water mark) before acting on it."""
+        """Remember a command before acting on it: its row keeps its counter, which the
+        replay window then counts as seen (durably: the row is the window's memory),
+        and the high-water mark rises with it."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO commands (id, counter, compartment, outcome, ack, created) "
@@ -407,21 +425,22 @@ class Store:
             )
             if ack is not None and cur.rowcount:
                 self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
-            if counter is not None and counter > self._tx_hwm:
-                self._set_meta("command_hwm", counter)
-                self._tx_hwm = counter
-                self._on_commit.append(lambda: self._hwm_raised(counter))
+            if counter is not None:
+                if counter > self._tx_hwm:
+                    self._set_meta("command_hwm", counter)
+                    self._tx_hwm = counter
+                self._on_commit.append(lambda: self._window.add(counter))
             self._since_trim += 1
             if self._since_trim >= _TRIM_EVERY:
                 self._since_trim = 0
+                # Never a counter still inside the window (the mark only rises, so a
+                # counter at or below its floor stays there).
                 db.execute(
                     "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
-                    "WHERE ack_sent = 1 ORDER BY created DESC LIMIT -1 OFFSET ?)",
-                    (_KEEP_COMMANDS,),
+                    "WHERE ack_sent = 1 AND (counter IS NULL OR counter <= ?) "
+                    "ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                    (self._tx_hwm - REPLAY_WINDOW, _KEEP_COMMANDS),
                 )
-
-    def _hwm_raised(self, counter: int) -> None:
-        self._hwm = max(self._hwm, counter)
 
     def _ack_waiting(self, command_id: str, ack: bytes) -> None:
         self._acks_sent.discard(command_id)

@@ -1,8 +1,8 @@
 """The wire contract shared by the cabinet and the cloud (no I/O in here).
 
 Topics (:mod:`.topics`), message models (:mod:`.messages`), the one parse entry
-point (:mod:`.codec`), Ed25519 signing (:mod:`.signing`) and keyed code hashes
-(:mod:`.codes`).
+point (:mod:`.codec`), Ed25519 signing (:mod:`.signing`), keyed code hashes
+(:mod:`.codes`) and the replay rule for command counters (:mod:`.replay`).
 """
 
 from .canonical import canonical_json
@@ -62,6 +62,7 @@ from .messages import (
     channel_of,
     utcnow,
 )
+from .replay import REPLAY_WINDOW, ReplayWindow
 from .schema import message_schemas
 from .signing import (
     Ed25519PrivateKey,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
+    "REPLAY_WINDOW",
     "Ack",
     "AckOutcome",
     "Alarm",
@@ -117,6 +119,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProtocolError",
     "Receipt",
+    "ReplayWindow",
     "Reported",
     "ShutdownEvent",
     "SignedMessage",

@@ -292,7 +292,8 @@ class UnlockCommand(_Signed):
 
     type: Literal["unlock"] = "unlock"
     compartment: CompartmentId
-    #: Rises with every command to this cabinet: the replay high-water mark.
+    #: Rises with every command to this cabinet; the cabinet accepts each counter once,
+    #: within its replay window (:mod:`.replay`).
     counter: PositiveInt
     expires: UtcDatetime
     reason: ShortText | None = None

@@ -41,6 +41,7 @@ from smartlocker.protocol import (
     Event,
     ProtocolError,
     Receipt,
+    ReplayWindow,
     Reported,
     Status,
     Telemetry,
@@ -96,7 +97,8 @@ class SimulatedCabinet:
         self.seq = 0
         self.outbox: OrderedDict[int, bytes] = OrderedDict()
         self.last_sent = 0.0
-        self.high_water = 0
+        #: Counters seen (in memory, like all of a simulated cabinet's state).
+        self.replay = ReplayWindow()
         self.results: dict[str, CommandRecord] = {}
         self.desired = DesiredView.empty()
         self.doors = dict.fromkeys(self.compartments, False)
@@ -208,7 +210,7 @@ class SimulatedCabinet:
             cabinet=self.id,
             now=self.fleet.clock(),
             skew=self.fleet.skew,
-            high_water=self.high_water,
+            replay=self.replay,
             known=self.results.get,
         )
         if isinstance(verdict, Duplicate):
@@ -221,7 +223,7 @@ class SimulatedCabinet:
             stats = self.fleet.stats.rejections
             stats[verdict.reason] = stats.get(verdict.reason, 0) + 1
             if verdict.authentic and verdict.counter is not None:
-                self.high_water = max(self.high_water, verdict.counter)
+                self.replay.add(verdict.counter)
             if verdict.command_id is not None:
                 self._ack(
                     verdict.command_id,
@@ -233,7 +235,7 @@ class SimulatedCabinet:
             return
         assert isinstance(verdict, Accepted)
         command = verdict.command
-        self.high_water = max(self.high_water, command.counter)
+        self.replay.add(command.counter)
         if command.compartment not in self.doors:
             self._ack(
                 command.id,

@@ -227,8 +227,13 @@ def start_cabinet(
     *,
     open_after_s: float = 0.01,
     hold_s: float = 0.15,
+    pins: dict[str, tuple[int, int]] | None = None,
+    pulse_ms: int = 20,
 ) -> Cabinet:
-    """Configure the agent from what provisioning returned, and start it."""
+    """Configure the agent from what provisioning returned, and start it (``pins``:
+    compartment → lock pin, door pin; by default those of A1 to A3). The world polls
+    the lock pins every 5 ms: on a busy machine a longer ``pulse_ms`` is never missed."""
+    pins = pins or {c: (LOCK_PINS[c], DOOR_PINS[c]) for c in LOCK_PINS}
     creds = provisioned["credentials"]
     cabinet = provisioned["cabinet"]["id"]
     public = tmp / f"{cabinet}.pub"
@@ -251,10 +256,10 @@ def start_cabinet(
             "compartments": [
                 {
                     "id": c["id"],
-                    "lock_pin": LOCK_PINS[c["id"]],
-                    "door_pin": DOOR_PINS[c["id"]],
-                    "pulse_ms": 20,
-                    "max_pulse_ms": 60,
+                    "lock_pin": pins[c["id"]][0],
+                    "door_pin": pins[c["id"]][1],
+                    "pulse_ms": pulse_ms,
+                    "max_pulse_ms": max(60, pulse_ms),
                     "debounce_ms": 0,
                     "open_window_s": 2.0,
                     "held_open_s": 5.0,

@@ -5,14 +5,18 @@ and ACL, ingest with the real rules, PostgreSQL, and the real edge agent on mock
   the kiosk opens → door closes → picked up;
 * the same with the pickup through the app (``POST /parcels/{id}/pickup``);
 * expiry → return;
-* remote unlock with ``?wait`` answered by whichever worker, woken by NOTIFY.
+* remote unlock with ``?wait`` answered by whichever worker, woken by NOTIFY;
+* many concurrent unlocks of one cabinet, across both workers, all opened (the
+  cabinet's replay window takes their counters in whatever order they arrive).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -304,3 +308,92 @@ def test_audit_trail_telemetry_and_occupancy(stack: Stack) -> None:
     assert occupancy
     assert {p["compartments"] for p in occupancy} == {3}
     assert occupancy[-1]["occupied"] >= 1
+
+
+#: Concurrent unlocks per round, each on a compartment of its own: fewer than the
+#: API's 2 workers x 8 threads, so all of them are in flight at once.
+BURST = 12
+
+
+def test_concurrent_unlocks_of_one_cabinet_across_workers_all_open(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Nothing orders one cabinet's commands between their commits and the cabinet
+    (there is no per-cabinet lock in the API): they overtake each other, and the
+    cabinet's replay window accepts each counter once. Not one may come back
+    ``replayed``. (Last in this module: the trail test above counts every operator
+    unlock of the database.)"""
+    compartments = [f"B{i}" for i in range(BURST)]
+    provisioned = stack.api.call(
+        "POST",
+        "/api/v1/cabinets",
+        stack.admin,
+        {
+            "id": "cab-burst",
+            "site": "s1",
+            "compartments": [{"id": c, "size": "m"} for c in compartments],
+        },
+    )
+    assert provisioned.status_code == 201, provisioned.text
+    cabinet = start_cabinet(
+        tmp_path,
+        provisioned.json(),
+        stack.broker,
+        pins={c: (2 + i, 14 + i) for i, c in enumerate(compartments)},
+        pulse_ms=300,  # twelve pins polled by a world thread that has to share the CPU
+    )
+    key = make_key(stack.url, Role.OPERATOR, ["s1"], "burst")
+    answers: list[tuple[int, dict[str, Any], str]] = []
+    lock = threading.Lock()
+    try:
+        wait_for(
+            lambda: stack.api.call("GET", "/api/v1/cabinets/cab-burst", key).json()["online"],
+            10,
+            "cab-burst to come online",
+        )
+        for _round in range(4):
+            # A pulse opens a closed door only: each round waits for every door to be
+            # closed and every lock released (a running pulse is not started again).
+            doors = cabinet.world.doors.values()
+            wait_for(
+                lambda: all(
+                    not d.is_open and d.close_at is None and not d.was_energised for d in doors
+                ),
+                10,
+                "every door to close and every lock to release",
+            )
+            start = threading.Barrier(BURST)
+
+            def unlock(compartment: str) -> None:
+                start.wait(10)
+                r = stack.api.call(
+                    "POST",
+                    f"/api/v1/cabinets/cab-burst/compartments/{compartment}/unlock",
+                    key,
+                    {"reason": "burst"},
+                    fresh=True,
+                    wait=15,
+                )
+                with lock:
+                    answers.append((r.status_code, r.json(), r.headers.get("X-Worker", "")))
+
+            threads = [threading.Thread(target=unlock, args=(c,)) for c in compartments]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+    finally:
+        cabinet.stop()
+    assert len(answers) == 4 * BURST
+    outcomes = [
+        (code, body.get("status"), body.get("outcome"), body.get("outcome_reason"))
+        for code, body, _ in answers
+    ]
+    assert outcomes == [(200, "succeeded", "opened", None)] * len(answers), outcomes
+    assert len({worker for _, _, worker in answers}) == 2  # both workers sent commands
+    with psycopg.connect(stack.url) as conn:
+        counters = conn.execute(
+            "SELECT count(DISTINCT counter), count(*) FILTER (WHERE outcome_reason = 'replayed')"
+            " FROM commands WHERE cabinet = 'cab-burst'"
+        ).fetchone()
+    assert counters == (4 * BURST, 0)

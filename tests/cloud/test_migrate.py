@@ -39,8 +39,9 @@ def test_cli_migrate_gives_a_clear_error_for_an_unreachable_database() -> None:
 
 
 def test_0012_carries_each_cabinets_command_counter_over(db_url: str) -> None:
-    """A cabinet refuses a counter at or below its high-water mark: after the move to
-    command_counters the next command must continue where the column left off."""
+    """A cabinet refuses a counter it has seen (or one far below its high-water mark):
+    after the move to command_counters the next command must continue where the column
+    left off."""
     from smartlocker.cloud.rules.commands import create_command
     from smartlocker.protocol import utcnow
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from smartlocker.protocol import Channel, generate_private_key
+from smartlocker.protocol import REPLAY_WINDOW, Channel, generate_private_key
 from tests.edge.conftest import DOOR_PINS, lock_pulses, lock_rises
 
 
@@ -124,33 +124,81 @@ def test_bad_commands_never_pulse(rig, variant, reason, caplog) -> None:
     assert lock_rises(factory, "a2") == 0
 
 
-def test_replayed_commands_are_rejected_also_after_restart(
+def _opens(cloud, factory, command) -> None:
+    """An accepted command: one more pulse, the door opens (ack ``opened``) and closes."""
+    compartment = command.compartment
+    closed = sum(e.compartment == compartment for e in cloud.events_of("door_closed"))
+    cloud.wait_event("unlocked", command_id=command.id)
+    rises = sum(e.compartment == compartment for e in cloud.events_of("unlocked"))
+    cloud.wait(lambda: lock_rises(factory, compartment) >= rises, what=f"{compartment} pulse")
+    open_door(factory, compartment)
+    (ack,) = cloud.wait_ack(command.id)
+    assert (ack.outcome, ack.reason) == ("opened", None)
+    close_door(factory, compartment)
+    cloud.wait_event("door_closed", count=closed + 1, compartment=compartment)
+
+
+def _refused(cloud, command, reason: str = "replayed") -> None:
+    cloud.send(command)
+    (ack,) = cloud.wait_ack(command.id)
+    assert (ack.outcome, ack.reason) == ("rejected", reason), command.counter
+
+
+def test_counters_out_of_order_within_the_window_are_each_accepted_once(rig) -> None:
+    """Concurrent API requests publish counters out of order: each counter inside the
+    window is accepted once; the same counter under another id, or one at or below the
+    high-water mark minus the window, is a replay."""
+    cloud, _agent, factory = rig
+    top = REPLAY_WINDOW + 100
+    accepted = [(top, "a1"), (top - 2, "a2"), (top - REPLAY_WINDOW + 1, "a3"), (top - 1, "a1")]
+    for counter, compartment in accepted:
+        command = cloud.unlock_command(compartment, counter=counter)
+        cloud.send(command)
+        _opens(cloud, factory, command)
+    for counter, compartment in accepted:  # signed anew: another id, the same counter
+        _refused(cloud, cloud.unlock_command(compartment, counter=counter))
+    _refused(cloud, cloud.unlock_command("a2", counter=top - REPLAY_WINDOW))
+    _refused(cloud, cloud.unlock_command("a2", counter=1))
+    later = cloud.unlock_command("a2", counter=top + 1)
+    cloud.send(later)
+    _opens(cloud, factory, later)
+    _refused(cloud, cloud.unlock_command("a3", counter=top - REPLAY_WINDOW + 1))  # now below
+    assert [lock_rises(factory, c) for c in ("a1", "a2", "a3")] == [2, 2, 1]
+    assert len(cloud.events_of("unlocked")) == 5
+
+
+def test_seen_counters_are_refused_also_after_restart(
     mqtt_broker, make_config, agents, make_cloud, mock_factory
 ) -> None:
     cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
     config = make_config(mqtt_broker.url)
     agent = agents(config)
     cloud.wait_event("boot")
-    first = cloud.unlock_command("a1", counter=10)
+    top = REPLAY_WINDOW + 10
+    first = cloud.unlock_command("a1", counter=top)
     cloud.send(first)
-    cloud.wait_ack(first.id, timeout=10)
-    # Same counter, new id: a replay of an old counter.
-    older = cloud.unlock_command("a1", counter=10)
-    cloud.send(older)
-    (ack,) = cloud.wait_ack(older.id)
-    assert (ack.outcome, ack.reason) == ("rejected", "replayed")
+    _opens(cloud, mock_factory, first)
+    behind = cloud.unlock_command("a2", counter=top - 5)
+    cloud.send(behind)
+    _opens(cloud, mock_factory, behind)
+    _refused(cloud, cloud.unlock_command("a2", counter=top - 5))
     agent.stop("restart")
     agents(config)
     cloud.wait_event("boot", count=2)
-    again = cloud.unlock_command("a1", counter=9)
-    cloud.send(again)
-    (ack,) = cloud.wait_ack(again.id)
-    assert (ack.outcome, ack.reason) == ("rejected", "replayed")
+    # Accepted before the restart, sent again with a new id after it: refused.
+    _refused(cloud, cloud.unlock_command("a3", counter=top - 5))
+    _refused(cloud, cloud.unlock_command("a3", counter=top))
+    _refused(cloud, cloud.unlock_command("a3", counter=top - REPLAY_WINDOW))
+    # A counter of the window never seen still passes, once.
+    late = cloud.unlock_command("a3", counter=top - 3)
+    cloud.send(late)
+    _opens(cloud, mock_factory, late)
+    _refused(cloud, cloud.unlock_command("a1", counter=top - 3))
     # The executed one delivered again after the restart: its stored ack, no pulse.
     cloud.send(first)
     acks = cloud.wait_ack(first.id, count=2)
     assert acks[-1].outcome == acks[0].outcome
-    assert lock_rises(mock_factory, "a1") == 1
+    assert [lock_rises(mock_factory, c) for c in ("a1", "a2", "a3")] == [1, 1, 1]
 
 
 MALFORMED = [

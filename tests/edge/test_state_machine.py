@@ -7,7 +7,9 @@ and restarts of the agent; a small model says what must have happened.
 Invariants: no lock is ever energised longer than its limit; every pulse has an
 ``unlocked`` event for a valid command or code; every door opening has a grant or
 a ``forced_open`` alarm; no compartment opens for an expired, revoked, disabled or
-wrong code or for a forged, foreign, expired, retained or replayed command.
+wrong code or for a forged, foreign, expired, retained or replayed command; a command
+is accepted exactly when its counter is new to the replay window (a model that
+remembers every counter says which), also across restarts, which reopen the store.
 
 The MQTT link itself is not part of this machine (the cabinet's outlet records instead,
 and a reconnect is modelled by what it delivers); the link's resending is covered
@@ -30,6 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.protocol import (
+    REPLAY_WINDOW,
     Channel,
     CodeGrant,
     CodeKind,
@@ -95,6 +98,8 @@ class Model:
     grants: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in COMPARTMENTS})
     door_open: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(COMPARTMENTS, False))
     counter: int = 0
+    #: Every counter the cabinet has answered (authentic commands), never forgotten.
+    seen: set[int] = field(default_factory=set)
     valid_commands: set[str] = field(default_factory=set)
     sent_valid: list[bytes] = field(default_factory=list)
     used_codes: set[str] = field(default_factory=set)
@@ -220,10 +225,21 @@ class CabinetMachine(RuleBasedStateMachine):
     @rule(
         compartment=st.sampled_from((*COMPARTMENTS, "zz")),
         variant=st.sampled_from(
-            ["valid", "forged", "wrong_cabinet", "expired", "retained", "replayed", "duplicate"]
+            [
+                "valid",
+                "forged",
+                "wrong_cabinet",
+                "expired",
+                "retained",
+                "replayed",
+                "duplicate",
+                "ahead",
+                "behind",
+            ]
         ),
+        step=st.sampled_from([1, 2, 5, REPLAY_WINDOW - 1, REPLAY_WINDOW, REPLAY_WINDOW + 1]),
     )
-    def command(self, compartment: str, variant: str) -> None:
+    def command(self, compartment: str, variant: str, step: int) -> None:
         if variant == "duplicate":
             if not self.model.sent_valid:
                 return
@@ -238,6 +254,12 @@ class CabinetMachine(RuleBasedStateMachine):
             if self.model.counter == 0:
                 return
             counter = self.model.counter
+        elif variant == "ahead":
+            counter = self.model.counter + step
+        elif variant == "behind":
+            counter = self.model.counter - step
+            if counter < 1:
+                return
         command = UnlockCommand(
             cabinet="cab-b" if variant == "wrong_cabinet" else "cab-a",
             compartment=compartment,
@@ -248,9 +270,18 @@ class CabinetMachine(RuleBasedStateMachine):
         payload = encode(sign(command, OTHER_KEY if variant == "forged" else KEY))
         before = sum(self.unlocked.values())
         self.cabinet.handle_command(payload, retained=variant == "retained")
-        if variant in ("valid", "expired", "retained"):
+        authentic = variant not in ("forged", "wrong_cabinet")
+        new = counter > self.model.counter - REPLAY_WINDOW and counter not in self.model.seen
+        if authentic:
+            self.model.seen.add(counter)
             self.model.counter = max(self.model.counter, counter)
-        valid = variant == "valid" and compartment in ("a1", "a2")
+        valid = variant in ("valid", "ahead", "behind") and new and compartment in ("a1", "a2")
+        record = self.store.command(command.id)
+        if authentic:
+            assert record is not None
+            assert (record.outcome != "rejected") == valid, (variant, counter, record)
+        else:
+            assert record is None
         if valid:
             self.model.valid_commands.add(command.id)
             self.model.sent_valid.append(payload)
@@ -322,6 +353,8 @@ class CabinetMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.cabinet.close("restart")
+        self.store.close()
+        self.store = Store(self.config.database_path)
         self.cabinet = self._new_cabinet()
         for comp in COMPARTMENTS:
             self.model.grants[comp].clear()

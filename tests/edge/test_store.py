@@ -9,7 +9,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from smartlocker.edge_agent import Cabinet, Store, parse_config
-from smartlocker.protocol import Receipt, encode, load_public_key
+from smartlocker.edge_agent import store as store_module
+from smartlocker.protocol import REPLAY_WINDOW, Receipt, encode, load_public_key
 from tests.edge.conftest import config_dict
 
 
@@ -337,6 +338,87 @@ def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_pa
         assert store.unsent_acks() == []
         assert store.command_high_water == 2
         assert [p for _, p in store.pending_events(0, 10)] == [b"e"]
+    finally:
+        store.close()
+
+
+def _used(store: Store, counter: int, at: float) -> None:
+    """A command recorded with ``counter``, answered and its ack taken by the broker."""
+    cid = f"c{counter}"
+    store.record_command(cid, counter=counter, compartment="a1", outcome=None, ack=None, now=at)
+    store.finish_command(cid, "opened", b"ack")
+    store.mark_ack_sent(cid)
+
+
+def test_seen_counters_survive_reopening_and_a_rolled_back_one_is_not_seen(tmp_path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    top = REPLAY_WINDOW + 50
+    store = Store(path)
+    try:
+        for counter in (top, top - 3, 51, 40):  # 51: just inside the window; 40: below it
+            _used(store, counter, 1.0)
+
+        def interrupted() -> None:
+            with store.atomic():
+                store.record_command(
+                    "gone", counter=top - 1, compartment="a1", outcome=None, ack=None, now=2.0
+                )
+                raise RuntimeError("power cut before the commit")
+
+        with pytest.raises(RuntimeError):
+            interrupted()
+        assert store.replay_window.refusal(top - 1) is None
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        window = store.replay_window
+        assert window.high_water == top
+        assert [c for c in (top, top - 3, 51, 50, 40) if window.refusal(c) is not None] == [
+            top,
+            top - 3,
+            51,
+            50,
+            40,
+        ]
+        assert [c for c in (top - 1, top - 2, 52, top + 1) if window.refusal(c) is None] == [
+            top - 1,
+            top - 2,
+            52,
+            top + 1,
+        ]
+    finally:
+        store.close()
+
+
+def test_trimming_old_commands_never_forgets_a_counter_inside_the_window(
+    tmp_path, monkeypatch
+) -> None:
+    """Stored results are trimmed to the newest few, but never a row whose counter the
+    window still needs, whatever their times say (a wall clock set back)."""
+    monkeypatch.setattr(store_module, "_KEEP_COMMANDS", 10)
+    monkeypatch.setattr(store_module, "_TRIM_EVERY", 1)
+    path = tmp_path / "agent.sqlite3"
+    top = 2 * REPLAY_WINDOW
+    store = Store(path)
+    try:
+        # the newest counters were recorded at the oldest times
+        for counter in range(1, top + 1):
+            _used(store, counter, float(10 * top - counter))
+        store.flush_bookkeeping()
+        _used(store, top + 1, 0.0)  # one more trims with the marks written
+        store.flush_bookkeeping()
+    finally:
+        store.close()
+    other = sqlite3.connect(path)
+    kept = {c for (c,) in other.execute("SELECT counter FROM commands")}
+    other.close()
+    floor = top + 1 - REPLAY_WINDOW
+    assert set(range(floor + 1, top + 2)) <= kept  # the window's counters, all of them
+    assert len(kept) < top  # and the trim did drop older ones
+    store = Store(path)
+    try:
+        assert all(store.replay_window.refusal(c) is not None for c in range(1, top + 2))
     finally:
         store.close()
 

@@ -14,6 +14,7 @@ import pytest
 
 from smartlocker.embedded.mosquitto import MosquittoBroker
 from smartlocker.protocol import (
+    REPLAY_WINDOW,
     Channel,
     Receipt,
     TopicScheme,
@@ -153,6 +154,27 @@ def test_signed_unlock_opens_once_and_bad_commands_are_rejected(
         ("rejected", "wrong_cabinet"),
     ]
     assert fleet.fleet.stats.commands_accepted == 1
+
+
+def test_counters_out_of_order_within_the_window_are_accepted_once_each(
+    mqtt_broker: MosquittoBroker, fleet: FleetThread
+) -> None:
+    cabinet = "sim-012"
+    top = REPLAY_WINDOW + 100
+    order = [top, top - 2, top - REPLAY_WINDOW + 1, top - 1]
+    with connected(mqtt_broker.host, mqtt_broker.port) as cloud:
+        cloud.subscribe(SCHEME.topic(cabinet, Channel.ACKS))
+        commands = SCHEME.topic(cabinet, Channel.COMMANDS)
+        for counter in order:
+            cloud.publish(commands, _unlock(cabinet, counter))
+        for counter in order:  # signed anew: the same counter under another id
+            cloud.publish(commands, _unlock(cabinet, counter))
+        cloud.publish(commands, _unlock(cabinet, top - REPLAY_WINDOW))
+        acks = [json.loads(m.payload) for m in _messages(cloud, 9)]
+    assert [(a["outcome"], a["reason"]) for a in acks] == [("opened", None)] * 4 + [
+        ("rejected", "replayed")
+    ] * 5
+    assert fleet.call(lambda: fleet.fleet.cabinets[cabinet].replay.high_water) == top
 
 
 def test_events_are_kept_until_receipted_and_resent(

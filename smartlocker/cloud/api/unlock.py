@@ -5,6 +5,11 @@ entry and the rate-limit count commit together, in one statement and one round t
 :func:`~smartlocker.cloud.downlink.publish_command` signs and publishes it. With
 ``wait`` the request sleeps on the process's LISTEN thread until the command is
 final (the ack was ingested, in whichever process) or the wait is over.
+
+Nothing orders a cabinet's commands between their commits and the cabinet: concurrent
+requests (threads, gunicorn workers) may publish counters 8 then 7. The cabinet accepts
+each counter once within its replay window (:class:`smartlocker.protocol.ReplayWindow`),
+so they need not arrive in counter order.
 """
 
 from __future__ import annotations
@@ -44,9 +49,6 @@ from .waiter import Note
 
 __all__ = ["FINAL", "command_model", "open_compartment", "send_open"]
 
-#: Advisory-lock class of "publishing a command to a cabinet" (the key is the cabinet).
-_PUBLISH_LOCK = 0x5A4C0002
-
 #: The rate limit's window for a key's unlocks.
 _WINDOW = timedelta(minutes=1)
 
@@ -54,9 +56,9 @@ _WINDOW = timedelta(minutes=1)
 #: command (``created``: :data:`~smartlocker.cloud.rules.commands.CREATE_CTES`), its
 #: audit row, and the key's count. The count reads ``created`` first, so the key's one
 #: rate-limit row is locked only after the command's cabinet counter (an unlock waiting
-#: for its cabinet does not hold up the key's others) and until the commit. Refusals,
-#: in this order: past the limit (``SL429``, the count's ``RETURNING``), then no
-#: compartment within the key's sites (``SL404``: no ``created`` row). A refused
+#: for its cabinet's counter does not hold up the key's others) and until the commit.
+#: Refusals, in this order: past the limit (``SL429``, the count's ``RETURNING``), then
+#: no compartment within the key's sites (``SL404``: no ``created`` row). A refused
 #: statement leaves nothing: no count, no audit, no counter. Its row: the command's
 #: columns, then the count.
 _OPEN = (
@@ -112,13 +114,12 @@ def open_compartment(
 ) -> tuple[Command, int]:
     """Create, audit, send (and maybe await) an unlock; ``(command, 200 | 202)``.
 
-    One round trip to PostgreSQL before the publication and one after. Before: the
-    per-cabinet lock and :data:`_OPEN` (audit row, command, rate-limit count: one
-    statement, its own transaction) travel in one pipeline with one Sync; the
-    statement refuses by itself (an error, migration 0011) past the rate limit or
-    without a compartment within the key's sites. After the PUBACK, the lock's release, with
-    the ``sent`` mark unless the request waits (then the mark is made only if the wait
-    ends without the outcome). The answer to ``?wait`` comes from the NOTIFY's
+    One round trip to PostgreSQL before the publication and, unless the request waits,
+    one after. Before: :data:`_OPEN` (audit row, command, rate-limit count: one
+    statement, its own transaction); it refuses by itself (an error, migration 0011)
+    past the rate limit or without a compartment within the key's sites. After the
+    PUBACK, the ``sent`` mark unless the request waits (then the mark is made only if
+    the wait ends without the outcome). The answer to ``?wait`` comes from the NOTIFY's
     payload (the outcome), without reading the row again.
     """
     s = state()
@@ -133,80 +134,59 @@ def open_compartment(
     with ExitStack() as stack:
         # Listen before publishing: the ack's NOTIFY cannot come before we wait for it.
         watch = stack.enter_context(s.waiter.watch_later()) if wait else None
-        locked = False
         try:
-            try:
-                with conn.pipeline():
-                    # One command at a time per cabinet, from its counter to its
-                    # publication: the cabinet refuses a counter at or below the highest
-                    # it has seen, so commands must reach it in counter order, whichever
-                    # worker or thread made them. The lock is taken before the counter
-                    # rises (same pipeline, executed in order).
-                    conn.execute(
-                        "SELECT pg_advisory_lock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet)
-                    )
-                    locked = True
-                    opened = send_open(
-                        conn,
-                        command_id,
-                        cabinet,
-                        compartment,
-                        actor=principal.actor,
-                        sites=principal.sites,
-                        purpose=purpose,
-                        reason=reason,
-                        parcel=parcel,
-                        now=now,
-                        hit=pending,
-                        limit=limit,
-                    )
-                values = opened.fetchone()
-                assert values is not None  # no row: refused, by an error
-                row = command_row(values[:-1])
-                pending.read(int(values[-1]))
-            except psycopg.Error as exc:
-                # Refused or failed: nothing of it stays (no count, no audit, no counter).
-                _rollback(conn)
-                if exc.sqlstate == RATE_LIMITED:
-                    raise pending.exceeded(limit) from None
-                if exc.sqlstate == NO_COMPARTMENT:
-                    # Out of the key's sites, or no such cabinet: "no cabinet", as a
-                    # scoped lookup says; else the compartment is what is missing.
-                    cabinet_site(conn, principal, cabinet)
-                    raise missing_compartment(cabinet, compartment) from None
-                raise
-            except BaseException:
-                _rollback(conn)
-                raise
-            # After the commit, holding no row lock: its own little transaction.
-            pending.forget_old_windows()
-            if watch is not None:
-                watch.listen(row.id)
-            try:
-                publish_command(publisher, keys.signing_key, row, now=s.clock(), topics=s.topics)
-            except MqttPublishError as exc:
-                logger.error("command %s not published: %s", row.id, exc)
-                s.metrics.commands.labels("unpublished").inc()
-                raise ServiceUnavailable(
-                    f"the broker did not take command {row.id}; it times out unsent ({exc})",
-                    slug="mqtt-unavailable",
-                ) from exc
-            # The broker has it (PUBACK): the next command of this cabinet may go.
-            sent_at = s.clock()
-            if watch is None:
-                with conn.pipeline():
-                    _unlock(conn, cabinet)
-                    locked = False
-                    mark_sent(conn, row.id, now=sent_at)
-            else:
-                # Awaited: marked `sent` only if the wait ends without the outcome. The
-                # ack's update would otherwise queue behind this row's `sent` commit
-                # (its disk flush) on the answer's path; created → final is allowed.
-                _unlock(conn, cabinet)
-                locked = False
-        finally:
-            if locked:
-                _unlock(conn, cabinet)
+            opened = send_open(
+                conn,
+                command_id,
+                cabinet,
+                compartment,
+                actor=principal.actor,
+                sites=principal.sites,
+                purpose=purpose,
+                reason=reason,
+                parcel=parcel,
+                now=now,
+                hit=pending,
+                limit=limit,
+            )
+            values = opened.fetchone()
+            assert values is not None  # no row: refused, by an error
+            row = command_row(values[:-1])
+            pending.read(int(values[-1]))
+        except psycopg.Error as exc:
+            # Refused or failed: nothing of it stays (no count, no audit, no counter).
+            _rollback(conn)
+            if exc.sqlstate == RATE_LIMITED:
+                raise pending.exceeded(limit) from None
+            if exc.sqlstate == NO_COMPARTMENT:
+                # Out of the key's sites, or no such cabinet: "no cabinet", as a
+                # scoped lookup says; else the compartment is what is missing.
+                cabinet_site(conn, principal, cabinet)
+                raise missing_compartment(cabinet, compartment) from None
+            raise
+        except BaseException:
+            _rollback(conn)
+            raise
+        # After the commit, holding no row lock: its own little transaction.
+        pending.forget_old_windows()
+        if watch is not None:
+            watch.listen(row.id)
+        try:
+            publish_command(publisher, keys.signing_key, row, now=s.clock(), topics=s.topics)
+        except MqttPublishError as exc:
+            logger.error("command %s not published: %s", row.id, exc)
+            s.metrics.commands.labels("unpublished").inc()
+            raise ServiceUnavailable(
+                f"the broker did not take command {row.id}; it times out unsent ({exc})",
+                slug="mqtt-unavailable",
+            ) from exc
+        # The broker has it (PUBACK).
+        sent_at = s.clock()
+        if watch is None:
+            mark_sent(conn, row.id, now=sent_at)
+        # Awaited: marked `sent` only if the wait ends without the outcome. The ack's
+        # update would otherwise queue behind this row's `sent` commit (its disk flush)
+        # on the answer's path; created → final is allowed.
 
         if watch is not None and wait:
 
@@ -281,7 +261,3 @@ def send_open(
 def _rollback(conn: psycopg.Connection[Any]) -> None:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.rollback()
-
-
-def _unlock(conn: psycopg.Connection[Any], cabinet: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_PUBLISH_LOCK, cabinet))
