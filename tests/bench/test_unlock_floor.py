@@ -26,7 +26,8 @@ def test_the_floor_answers_every_request_after_the_cabinets_ack(tmp_path: Path) 
     # A request answers 200 only once its own ack's NOTIFY came back (else the run fails).
     assert report["sequential"]["n"] == 15
     assert report["concurrent"]["n"] > 0
+    # Every service is measured (CPU is read in clock ticks: a short run may read 0).
+    services = {"api", "cabinet", "ingest", "broker", "postgres"}
     for phase in ("sequential", "concurrent"):
-        cpu = report[phase]["cpu_ms_per_unlock"]
-        assert {"api", "cabinet", "ingest", "broker", "postgres"} <= cpu.keys()
-        assert cpu["api"] > 0 and cpu["postgres"] > 0
+        assert services <= report[phase]["cpu_ms_per_unlock"].keys()
+        assert services <= report[phase]["context_switches_per_unlock"].keys()
