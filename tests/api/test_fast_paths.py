@@ -20,11 +20,7 @@ from smartlocker.cloud.api.ratelimit import RATE_LIMITED, PendingHit, window_sta
 from smartlocker.cloud.api.unlock import send_open
 from smartlocker.cloud.api.waiter import CHANNEL, CommandWaiter, parse_note
 from smartlocker.cloud.errors import NotFound
-from smartlocker.cloud.rules.commands import (
-    NO_COMPARTMENT,
-    create_command,
-    record_outcome,
-)
+from smartlocker.cloud.rules.commands import create_command, record_outcome
 from smartlocker.protocol import AckOutcome, new_message_id, utcnow
 
 from .conftest import World, bearer, make_key
@@ -252,66 +248,140 @@ def test_the_first_unlock_of_a_window_forgets_the_old_windows_after_its_commit(
         assert [(w, h) for w, h in rows] == [((start + timedelta(minutes=2)).replace(second=0), 1)]
 
 
-def test_the_unlock_statement_refuses_by_itself_and_leaves_nothing(world: World) -> None:
-    """Past the limit, or with no compartment within the sites given, the unlock's one
-    statement fails and takes its whole transaction with it: no count, no audit, no
-    counter, no command."""
-    now = utcnow()
+def _open(
+    conn: psycopg.Connection[Any],
+    cabinet: str,
+    compartment: str,
+    sites: list[str] | None,
+    limit: int,
+    now: Any,
+) -> tuple[Any, ...]:
+    """The unlock's statement, as the API sends it; its one row."""
     window = timedelta(minutes=1)
+    hit = PendingHit(conn, "unlock:refusal", window_start(now, window), window, now)
+    row = send_open(
+        conn,
+        new_message_id(),
+        cabinet,
+        compartment,
+        actor="t",
+        sites=sites,
+        purpose="operator",
+        reason="r",
+        parcel=None,
+        now=now,
+        hit=hit,
+        limit=limit,
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
 
-    def open_(cabinet: str, compartment: str, sites: list[str] | None, limit: int) -> None:
-        hit = PendingHit(conn, "unlock:refusal", window_start(now, window), window, now)
-        with conn.pipeline():
-            send_open(
-                conn,
-                new_message_id(),
-                cabinet,
-                compartment,
-                actor="t",
-                sites=sites,
-                purpose="operator",
-                reason="r",
-                parcel=None,
-                now=now,
-                hit=hit,
-                limit=limit,
-            )
 
+def _rollbacks(conn: psycopg.Connection[Any]) -> int:
+    """Transactions of this database rolled back so far (an error aborts one), with
+    ``conn``'s own flushed first (a backend reports its counts when idle, at most once
+    a second unless told to)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT 1")
+    row = conn.execute(
+        "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_unlock_statement_refuses_by_itself_without_an_error_and_leaves_nothing(
+    world: World,
+) -> None:
+    """Past the limit, or with no compartment within the sites given, the unlock's one
+    statement writes nothing (no count, no audit, no counter, no command) and says why
+    in its row: no error, so PostgreSQL logs nothing and aborts no transaction."""
+    now = utcnow()
     with psycopg.connect(world.url, autocommit=True) as conn:
         counter = (
             "SELECT coalesce((SELECT counter FROM command_counters WHERE cabinet = 'cab-1'), 0)"
         )
         audits = "SELECT count(*) FROM audit_log WHERE actor = 't'"
+        hits = "SELECT hits FROM api_rate_limits WHERE bucket = 'unlock:refusal'"
         before = conn.execute(counter).fetchone()
         assert before is not None
-        # the limit: two pass (each with its command), the third is refused by PostgreSQL
-        open_("cab-1", "A1", None, 2)
-        open_("cab-1", "A1", None, 2)
-        with pytest.raises(psycopg.Error) as refused:
-            open_("cab-1", "A1", None, 2)
-        assert refused.value.sqlstate == RATE_LIMITED
-        hits = "SELECT hits FROM api_rate_limits WHERE bucket = 'unlock:refusal'"
+        rollbacks = _rollbacks(conn)
+        # the limit: two pass (each with its command and count), the rest are refused
+        for expected_hits in (1, 2):
+            *columns, count, over = _open(conn, "cab-1", "A1", None, 2, now)
+            assert columns[0] is not None
+            assert (count, over) == (expected_hits, False)
+        for _ in range(3):
+            *columns, count, over = _open(conn, "cab-1", "A1", None, 2, now)
+            assert columns[0] is None
+            assert (count, over) == (None, True)
         assert conn.execute(hits).fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
         assert conn.execute(audits).fetchone() == (2,)
+        # past the limit even a missing compartment is "over" (429 before 404)
+        assert _open(conn, "cab-1", "NOPE", None, 2, now)[-2:] == (None, True)
         # the compartment: missing, or in a cabinet outside the sites given
         for cabinet, compartment, sites in (
             ("cab-1", "NOPE", None),
             ("cab-1", "A1", ["s2"]),
             ("no-such-cabinet", "A1", None),
         ):
-            with pytest.raises(psycopg.Error) as missing:
-                open_(cabinet, compartment, sites, 100)
-            assert missing.value.sqlstate == NO_COMPARTMENT
+            *columns, count, over = _open(conn, cabinet, compartment, sites, 100, now)
+            assert columns[0] is None
+            assert (count, over) == (None, False)
         assert conn.execute(counter).fetchone() == (before[0] + 2,)
         assert conn.execute("SELECT count(*) FROM commands").fetchone() == (2,)
         assert conn.execute(audits).fetchone() == (2,)
         assert conn.execute(hits).fetchone() == (2,)
         # within its site it is created, in the same single round trip
-        open_("cab-1", "A1", ["s1"], 100)
+        assert _open(conn, "cab-1", "A1", ["s1"], 100, now)[-2:] == (3, False)
         assert conn.execute(counter).fetchone() == (before[0] + 3,)
         assert conn.execute(audits).fetchone() == (3,)
         assert conn.execute(hits).fetchone() == (3,)
+        assert _rollbacks(conn) == rollbacks
+
+
+def test_an_unlock_that_races_past_the_limit_is_refused_by_its_count(world: World) -> None:
+    """The gate reads the committed count without a lock; a request that passes it while
+    another takes the window's last hit is refused by its own count (``SL429``), which
+    aborts the statement: still nothing of it stays."""
+    now = utcnow()
+    start = window_start(now, timedelta(minutes=1))
+    with (
+        psycopg.connect(world.url, autocommit=True) as conn,
+        psycopg.connect(world.url, autocommit=True) as other,
+    ):
+        _open(conn, "cab-1", "A1", None, 2, now)  # one hit of two
+        commands = conn.execute("SELECT count(*) FROM commands").fetchone()
+        # another request takes the last hit and has not committed yet
+        other.execute("BEGIN")
+        other.execute(
+            "UPDATE api_rate_limits SET hits = hits + 1"
+            " WHERE bucket = 'unlock:refusal' AND window_start = %s",
+            (start,),
+        )
+        outcome: list[BaseException | tuple[Any, ...]] = []
+
+        def racing() -> None:
+            try:
+                outcome.append(_open(conn, "cab-1", "A1", None, 2, now))
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=racing)
+        thread.start()
+        time.sleep(0.5)  # past the gate (1 < 2), now waiting for the count's row
+        assert not outcome
+        other.execute("COMMIT")
+        thread.join(10)
+        (result,) = outcome
+        assert isinstance(result, psycopg.Error)
+        assert result.sqlstate == RATE_LIMITED
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM commands").fetchone() == commands
+        assert conn.execute(
+            "SELECT hits FROM api_rate_limits WHERE bucket = 'unlock:refusal'"
+        ).fetchone() == (2,)
 
 
 def test_an_unlock_outside_the_keys_sites_is_no_cabinet_and_leaves_nothing(

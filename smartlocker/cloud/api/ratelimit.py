@@ -3,8 +3,9 @@
 * A fixed-window counter per bucket (one atomic ``INSERT … ON CONFLICT DO UPDATE
   … RETURNING``): :func:`count_statement` is that upsert, refusing past a limit with
   :data:`RATE_LIMITED`; a remote unlock counts its key with it inside its own single
-  statement (``unlock._OPEN``), and :class:`PendingHit` reads the count, words the
-  refusal and cleans up old windows.
+  statement (``unlock._OPEN``), which first refuses without an error when the window
+  is already full (:func:`gate_statement`), and :class:`PendingHit` reads the count,
+  words the refusal and cleans up old windows.
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
   used, as the cabinet's kiosk does; a right code clears the subject.
@@ -31,6 +32,7 @@ __all__ = [
     "PendingHit",
     "count_params",
     "count_statement",
+    "gate_statement",
     "lockout_for",
     "window_start",
 ]
@@ -110,6 +112,18 @@ def count_statement(source: str) -> str:
         " ON CONFLICT (bucket, window_start)"
         " DO UPDATE SET hits = api_rate_limits.hits + 1 RETURNING hits,"
         " smartlocker_refuse(hits > %(refuse_past)s, %(rate_limited)s, 'rate limit reached')"
+    )
+
+
+def gate_statement() -> str:
+    """One row, ``over``: whether the bucket's window already holds ``refuse_past`` hits
+    (committed ones; no lock). A statement that counts can refuse on it before writing
+    anything, without an error: the count's own refusal (:func:`count_statement`) is
+    then left for a request that raced another one past the limit. Named parameters
+    :func:`count_params`."""
+    return (
+        "SELECT coalesce((SELECT hits >= %(refuse_past)s FROM api_rate_limits"
+        " WHERE bucket = %(bucket)s AND window_start = %(window_start)s), false) AS over"
     )
 
 

@@ -25,17 +25,16 @@ import psycopg
 
 from smartlocker.cloud.downlink import publish_command
 from smartlocker.cloud.rules.commands import (
-    CREATE_CTES,
-    NO_COMPARTMENT,
     CommandRow,
     CommandStatus,
     command_row,
+    create_ctes,
     create_params,
     get_command,
     mark_sent,
     missing_compartment,
 )
-from smartlocker.cloud.rules.fleet import AUDIT_INSERT, audit_params
+from smartlocker.cloud.rules.fleet import audit_insert_from, audit_params
 from smartlocker.protocol import new_message_id
 
 from .app import state
@@ -43,7 +42,14 @@ from .auth import Principal
 from .errors import ServiceUnavailable
 from .models import Command
 from .publisher import MqttPublishError
-from .ratelimit import RATE_LIMITED, PendingHit, count_params, count_statement, window_start
+from .ratelimit import (
+    RATE_LIMITED,
+    PendingHit,
+    count_params,
+    count_statement,
+    gate_statement,
+    window_start,
+)
 from .scope import cabinet_site
 from .waiter import Note
 
@@ -52,23 +58,26 @@ __all__ = ["FINAL", "command_model", "open_compartment", "send_open"]
 #: The rate limit's window for a key's unlocks.
 _WINDOW = timedelta(minutes=1)
 
-#: An unlock's whole transaction in one statement, from the rules' own parts: the
-#: command (``created``: :data:`~smartlocker.cloud.rules.commands.CREATE_CTES`), its
-#: audit row, and the key's count. The count reads ``created`` first, so the key's one
-#: rate-limit row is locked only after the command's cabinet counter (an unlock waiting
-#: for its cabinet's counter does not hold up the key's others) and until the commit.
-#: Refusals, in this order: past the limit (``SL429``, the count's ``RETURNING``), then
-#: no compartment within the key's sites (``SL404``: no ``created`` row). A refused
-#: statement leaves nothing: no count, no audit, no counter. Its row: the command's
-#: columns, then the count.
+#: An unlock's whole transaction in one statement, from the rules' own parts: the key's
+#: rate-limit gate (``gate``: :func:`~.ratelimit.gate_statement`), the command
+#: (``created``: :func:`~smartlocker.cloud.rules.commands.create_ctes`, only if the gate
+#: is open), its audit row and the key's count (each only if ``created`` has a row).
+#: The count reads ``created`` first, so the key's one rate-limit row is locked only
+#: after the command's cabinet counter (an unlock waiting for its cabinet's counter
+#: does not hold up the key's others) and until the commit. Refusals, in this order,
+#: without an error and leaving nothing (no count, no audit, no counter): the window
+#: already full (``over``), then no compartment within the key's sites (no ``created``
+#: row). Only a request that raced another past the limit, between the gate's read and
+#: its own count, is refused by the count itself (``SL429``, an error that aborts the
+#: statement). Its one row: the command's columns (NULL when none), the count, ``over``.
 _OPEN = (
-    f"WITH {CREATE_CTES}, audited AS ({AUDIT_INSERT}),"  # noqa: S608 (the rules' constants)
+    f"WITH gate AS ({gate_statement()}),"  # noqa: S608 (the rules' constants)
+    f" {create_ctes(only_if='NOT (SELECT over FROM gate)')},"
+    f" audited AS ({audit_insert_from('created')}),"
     " counted AS ("
-    + count_statement(
-        "SELECT %(bucket)s, %(window_start)s, 1 FROM (SELECT count(*) FROM created) AS after"
-    )
-    + ") SELECT created.*, counted.hits FROM counted LEFT JOIN created ON true"
-    " WHERE NOT smartlocker_refuse(created.id IS NULL, %(no_compartment)s, %(missing)s)"
+    + count_statement("SELECT %(bucket)s, %(window_start)s, 1 FROM created")
+    + ") SELECT created.*, counted.hits, gate.over FROM gate"
+    " LEFT JOIN created ON true LEFT JOIN counted ON true"
 )
 
 logger = logging.getLogger(__name__)
@@ -150,23 +159,27 @@ def open_compartment(
                 limit=limit,
             )
             values = opened.fetchone()
-            assert values is not None  # no row: refused, by an error
-            row = command_row(values[:-1])
-            pending.read(int(values[-1]))
+            assert values is not None  # the statement always has its one row
         except psycopg.Error as exc:
-            # Refused or failed: nothing of it stays (no count, no audit, no counter).
+            # Failed, or raced past the limit: nothing of it stays (no count, no audit,
+            # no counter).
             _rollback(conn)
             if exc.sqlstate == RATE_LIMITED:
                 raise pending.exceeded(limit) from None
-            if exc.sqlstate == NO_COMPARTMENT:
-                # Out of the key's sites, or no such cabinet: "no cabinet", as a
-                # scoped lookup says; else the compartment is what is missing.
-                cabinet_site(conn, principal, cabinet)
-                raise missing_compartment(cabinet, compartment) from None
             raise
         except BaseException:
             _rollback(conn)
             raise
+        *columns, hits, over = values
+        if over:
+            raise pending.exceeded(limit)
+        if columns[0] is None:
+            # Out of the key's sites, or no such cabinet: "no cabinet", as a scoped
+            # lookup says; else the compartment is what is missing.
+            cabinet_site(conn, principal, cabinet)
+            raise missing_compartment(cabinet, compartment)
+        row = command_row(tuple(columns))
+        pending.read(int(hits))
         # After the commit, holding no row lock: its own little transaction.
         pending.forget_old_windows()
         if watch is not None:
@@ -227,8 +240,9 @@ def send_open(
     limit: int,
 ) -> psycopg.Cursor[Any]:
     """Send :data:`_OPEN` (an unlock's whole transaction) without reading its row: the
-    command's columns, then the count (``hit``'s bucket and window, refused past
-    ``limit``). In a pipeline, or read at once."""
+    command's columns (NULL: refused), the count (``hit``'s bucket and window, refused
+    past ``limit``), whether the window was already full. In a pipeline, or read at
+    once."""
     return conn.execute(
         _OPEN,
         {
@@ -252,8 +266,6 @@ def send_open(
                 detail={"command": command_id, "reason": reason, "parcel": parcel},
             ),
             **count_params(hit, limit),
-            "no_compartment": NO_COMPARTMENT,
-            "missing": str(missing_compartment(cabinet, compartment)),
         },
     )
 

@@ -26,12 +26,12 @@ __all__ = [
     "COMMAND_TRANSITIONS",
     "COMMAND_TTL",
     "CREATE_CTES",
-    "NO_COMPARTMENT",
     "CommandRow",
     "CommandStatus",
     "PendingOutcome",
     "command_row",
     "create_command",
+    "create_ctes",
     "create_params",
     "expire_commands",
     "get_command",
@@ -46,10 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Commands are valid only briefly: a cabinet refuses them after ``expires``.
 COMMAND_TTL = timedelta(seconds=30)
-
-#: SQLSTATE of a command refused in the database because its compartment does not
-#: exist, or not within the sites given (``smartlocker_refuse``, migration 0011).
-NO_COMPARTMENT = "SL404"
 
 
 class CommandStatus(StrEnum):
@@ -120,25 +116,33 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
     return command_row(row)
 
 
+def create_ctes(*, only_if: str | None = None) -> str:
+    """:data:`CREATE_CTES`, creating the command only where ``only_if`` (an SQL
+    condition on the enclosing statement's other CTEs, e.g. the API's rate-limit gate)
+    holds as well: otherwise ``created`` is empty and nothing is written."""
+    condition = "" if only_if is None else f" AND ({only_if})"
+    return (
+        "target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
+        " ON comp.cabinet = cab.id AND comp.id = %(compartment)s WHERE cab.id = %(cabinet)s"
+        f" AND (%(sites)s::text[] IS NULL OR cab.site = ANY(%(sites)s::text[])){condition}),"
+        " counter AS (INSERT INTO command_counters AS cc (cabinet, counter)"
+        " SELECT id, 1 FROM target ON CONFLICT (cabinet) DO UPDATE SET counter = cc.counter + 1"
+        " RETURNING counter),"
+        " created AS (INSERT INTO commands (id, cabinet, compartment, counter, reason, actor,"
+        " parcel, purpose, created_at, expires_at)"
+        " SELECT %(id)s, %(cabinet)s, %(compartment)s, counter, %(reason)s, %(actor)s,"
+        " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
+        f" RETURNING {_COLUMNS})"
+    )
+
+
 #: Creating a command as common table expressions: ``target`` (the compartment, within
 #: the sites if given), ``counter`` (the cabinet's next counter: a row of its own in
 #: command_counters, migration 0012, not the cabinets row ingest keeps locked) and
 #: ``created`` (the new row, columns as :func:`command_row` reads them; none: no such
 #: compartment). Named parameters as :func:`create_params` gives them. A statement of
 #: its own (:func:`create_command`) or a part of a larger one (the API's unlock).
-CREATE_CTES = (
-    "target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
-    " ON comp.cabinet = cab.id AND comp.id = %(compartment)s WHERE cab.id = %(cabinet)s"
-    " AND (%(sites)s::text[] IS NULL OR cab.site = ANY(%(sites)s::text[]))),"
-    " counter AS (INSERT INTO command_counters AS cc (cabinet, counter)"
-    " SELECT id, 1 FROM target ON CONFLICT (cabinet) DO UPDATE SET counter = cc.counter + 1"
-    " RETURNING counter),"
-    " created AS (INSERT INTO commands (id, cabinet, compartment, counter, reason, actor,"
-    " parcel, purpose, created_at, expires_at)"
-    " SELECT %(id)s, %(cabinet)s, %(compartment)s, counter, %(reason)s, %(actor)s,"
-    " %(parcel)s, %(purpose)s, %(now)s, %(expires)s FROM counter"
-    f" RETURNING {_COLUMNS})"
-)
+CREATE_CTES = create_ctes()
 
 # One statement (atomic by itself, one round trip).
 _CREATE = f"WITH {CREATE_CTES} SELECT * FROM created"  # noqa: S608 (constants)

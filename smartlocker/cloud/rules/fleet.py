@@ -27,6 +27,7 @@ __all__ = [
     "AUDIT_INSERT",
     "CompartmentSpec",
     "audit",
+    "audit_insert_from",
     "audit_params",
     "create_cabinet",
     "create_site",
@@ -48,11 +49,18 @@ class CompartmentSpec:
 
 #: One row of the operator audit, from the named parameters :func:`audit_params` gives:
 #: a statement of its own, or a part of a larger one (the API's unlock).
-AUDIT_INSERT = (
-    "INSERT INTO audit_log (at, actor, action, target_kind, target, detail) VALUES"
-    " (%(audit_at)s, %(audit_actor)s, %(audit_action)s, %(audit_target_kind)s,"
-    " %(audit_target)s, %(audit_detail)s)"
+_AUDIT_INTO = "INSERT INTO audit_log (at, actor, action, target_kind, target, detail)"
+_AUDIT_ROW = (
+    "%(audit_at)s, %(audit_actor)s, %(audit_action)s, %(audit_target_kind)s,"
+    " %(audit_target)s, %(audit_detail)s"
 )
+AUDIT_INSERT = f"{_AUDIT_INTO} VALUES ({_AUDIT_ROW})"
+
+
+def audit_insert_from(source: str) -> str:
+    """:data:`AUDIT_INSERT`'s row once for each row of ``source`` (a CTE of the
+    enclosing statement): audited only if what it audits happened (the API's unlock)."""
+    return f"{_AUDIT_INTO} SELECT {_AUDIT_ROW} FROM {source}"  # noqa: S608 (constants)
 
 
 def audit_params(
