@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -12,6 +13,12 @@ from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.edge_agent import store as store_module
 from smartlocker.protocol import REPLAY_WINDOW, Receipt, encode, load_public_key
 from tests.edge.conftest import config_dict
+
+
+def _committed(path: Any, sql: str) -> list[tuple[Any, ...]]:
+    """What another connection reads (only what the store committed)."""
+    with closing(sqlite3.connect(path)) as other:
+        return other.execute(sql).fetchall()
 
 
 def _offline_cabinet(tmp_path: Any, public_key_file: Any) -> tuple[Cabinet, Store, MockFactory]:
@@ -29,23 +36,17 @@ def _offline_cabinet(tmp_path: Any, public_key_file: Any) -> tuple[Cabinet, Stor
 
 def test_pragmas_seq_and_receipts(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         for _ in range(3):
             store.append_event(lambda seq: (seq, b"e%d" % seq))
-    finally:
-        store.close()
-    store = Store(path)  # reopened: seq continues
-    try:
+    with closing(Store(path)) as store:  # reopened: seq continues
         assert store.append_event(lambda seq: (seq, b"x")) == 4
         assert store.receipt(2) == 2
         assert [s for s, _ in store.pending_events(0, 10)] == [3, 4]
         assert store.first_unreceipted() == 3
         assert store.last_seq == 4
-    finally:
-        store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
@@ -66,15 +67,12 @@ def test_a_failed_build_gives_out_no_seq(tmp_path) -> None:
 
 
 def test_telemetry_is_bounded_events_are_not(tmp_path) -> None:
-    store = Store(tmp_path / "agent.sqlite3")
-    try:
+    with closing(Store(tmp_path / "agent.sqlite3")) as store:
         for i in range(50):
             store.add_telemetry(b"t%d" % i, keep=10)
             store.append_event(lambda seq: (seq, b"e"))
         assert [p for _, p in store.pending_telemetry()] == [b"t%d" % i for i in range(40, 50)]
         assert store.outbox_depth() == 50
-    finally:
-        store.close()
 
 
 def test_receipts_never_drop_unsent_events(tmp_path, public_key_file) -> None:
@@ -95,20 +93,16 @@ def test_receipts_never_drop_unsent_events(tmp_path, public_key_file) -> None:
 
 
 def test_used_codes_are_forgotten_once_revoked(tmp_path) -> None:
-    store = Store(tmp_path / "agent.sqlite3")
-    try:
+    with closing(Store(tmp_path / "agent.sqlite3")) as store:
         store.use_code("a" * 64, 1.0)
         store.use_code("b" * 64, 1.0)
         assert store.forget_used_codes({"a" * 64}) == 1
         assert store.code_used("a" * 64)
         assert not store.code_used("b" * 64)
-    finally:
-        store.close()
 
 
 def test_atomic_writes_commit_together_or_not_at_all(tmp_path) -> None:
-    store = Store(tmp_path / "agent.sqlite3")
-    try:
+    with closing(Store(tmp_path / "agent.sqlite3")) as store:
 
         def interrupted() -> None:
             with store.atomic():
@@ -135,13 +129,10 @@ def test_atomic_writes_commit_together_or_not_at_all(tmp_path) -> None:
         assert store.command("c1") is not None
         assert store.command_high_water == 7
         assert [s for s, _ in store.pending_events(0, 10)] == [1]
-    finally:
-        store.close()
 
 
 def test_bookkeeping_commits_are_not_flushed_but_stay_in_order(tmp_path) -> None:
-    store = Store(tmp_path / "agent.sqlite3")
-    try:
+    with closing(Store(tmp_path / "agent.sqlite3")) as store:
         store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
         store.finish_command("c1", "opened", b"ack")
         assert store.unsent_acks() == [("c1", b"ack")]
@@ -152,14 +143,9 @@ def test_bookkeeping_commits_are_not_flushed_but_stay_in_order(tmp_path) -> None
         store.append_event(lambda seq: (seq, b"e"))
         assert store.receipt(1) == 1
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
-    finally:
-        store.close()
-    store = Store(tmp_path / "agent.sqlite3")
-    try:
+    with closing(Store(tmp_path / "agent.sqlite3")) as store:
         assert store.unsent_acks() == []
         assert store.pending_events(0, 10) == []
-    finally:
-        store.close()
 
 
 class _WatchedLock(MockPin):
@@ -242,8 +228,7 @@ def _statements(store: Store) -> list[str]:
 
 def test_ack_marks_wait_for_the_next_receipt_outside_other_commits(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
         store.finish_command("c1", "opened", b"ack")
         store.append_event(lambda seq: (seq, b"e1"))
@@ -266,21 +251,16 @@ def test_ack_marks_wait_for_the_next_receipt_outside_other_commits(tmp_path) -> 
         assert any(s.startswith("DELETE FROM outbox") for s in seen)
         assert store.first_unreceipted() == 2
         assert store.pending_events(0, 10) == [(2, b"e2")]
-        other = sqlite3.connect(path)
-        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
-        assert other.execute("SELECT seq FROM outbox").fetchall() == [(2,)]
-        other.close()
+        assert _committed(path, "SELECT ack_sent FROM commands") == [(1,)]
+        assert _committed(path, "SELECT seq FROM outbox") == [(2,)]
         seen.clear()
         assert not store.flush_bookkeeping()  # nothing left to write
         assert seen == []
-    finally:
-        store.close()
 
 
 def test_bookkeeping_alone_waits_its_age_and_is_written_at_close(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
         store.finish_command("c1", "opened", b"ack")
         store.mark_ack_sent("c1")
@@ -288,27 +268,21 @@ def test_bookkeeping_alone_waits_its_age_and_is_written_at_close(tmp_path) -> No
         assert store.flush_bookkeeping(older_than=0.0)
         assert not store.flush_bookkeeping()  # nothing left
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
-        other = sqlite3.connect(path)
-        assert other.execute("SELECT ack_sent FROM commands").fetchall() == [(1,)]
-        other.close()
+        assert _committed(path, "SELECT ack_sent FROM commands") == [(1,)]
         store.finish_command("c1", "opened", b"ack")  # no-op: finished already
         store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
         store.finish_command("c2", "opened", b"ack2")
         store.mark_ack_sent("c2")
-    finally:
-        store.close()  # writes c2's mark
-    other = sqlite3.connect(path)
-    assert other.execute("SELECT id, ack_sent FROM commands ORDER BY id").fetchall() == [
+        # closing writes c2's mark
+    assert _committed(path, "SELECT id, ack_sent FROM commands ORDER BY id") == [
         ("c1", 1),
         ("c2", 1),
     ]
-    other.close()
 
 
 def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
         store.record_command("c2", counter=2, compartment="a1", outcome=None, ack=None, now=2.0)
         store.finish_command("c1", "opened", b"ack1")
@@ -331,15 +305,10 @@ def test_a_rolled_back_transaction_changes_neither_memory_nor_bookkeeping(tmp_pa
         assert store.first_unreceipted() is None
         store.append_event(lambda seq: (seq, b"e"))
         assert store.last_seq == 1
-    finally:
-        store.close()
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         assert store.unsent_acks() == []
         assert store.command_high_water == 2
         assert [p for _, p in store.pending_events(0, 10)] == [b"e"]
-    finally:
-        store.close()
 
 
 def _used(store: Store, counter: int, at: float) -> None:
@@ -353,8 +322,7 @@ def _used(store: Store, counter: int, at: float) -> None:
 def test_seen_counters_survive_reopening_and_a_rolled_back_one_is_not_seen(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
     top = REPLAY_WINDOW + 50
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         for counter in (top, top - 3, 51, 40):  # 51: just inside the window; 40: below it
             _used(store, counter, 1.0)
 
@@ -368,10 +336,7 @@ def test_seen_counters_survive_reopening_and_a_rolled_back_one_is_not_seen(tmp_p
         with pytest.raises(RuntimeError):
             interrupted()
         assert store.replay_window.refusal(top - 1) is None
-    finally:
-        store.close()
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         window = store.replay_window
         assert window.high_water == top
         assert [c for c in (top, top - 3, 51, 50, 40) if window.refusal(c) is not None] == [
@@ -387,8 +352,6 @@ def test_seen_counters_survive_reopening_and_a_rolled_back_one_is_not_seen(tmp_p
             52,
             top + 1,
         ]
-    finally:
-        store.close()
 
 
 def test_trimming_old_commands_never_forgets_a_counter_inside_the_window(
@@ -400,33 +363,24 @@ def test_trimming_old_commands_never_forgets_a_counter_inside_the_window(
     monkeypatch.setattr(store_module, "_TRIM_EVERY", 1)
     path = tmp_path / "agent.sqlite3"
     top = 2 * REPLAY_WINDOW
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         # the newest counters were recorded at the oldest times
         for counter in range(1, top + 1):
             _used(store, counter, float(10 * top - counter))
         store.flush_bookkeeping()
         _used(store, top + 1, 0.0)  # one more trims with the marks written
         store.flush_bookkeeping()
-    finally:
-        store.close()
-    other = sqlite3.connect(path)
-    kept = {c for (c,) in other.execute("SELECT counter FROM commands")}
-    other.close()
+    kept = {c for (c,) in _committed(path, "SELECT counter FROM commands")}
     floor = top + 1 - REPLAY_WINDOW
     assert set(range(floor + 1, top + 2)) <= kept  # the window's counters, all of them
     assert len(kept) < top  # and the trim did drop older ones
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         assert all(store.replay_window.refusal(c) is not None for c in range(1, top + 2))
-    finally:
-        store.close()
 
 
 def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> None:
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         for i in range(5):
             store.append_event(lambda seq, i=i: (seq, b"e%d" % i))
         seen = _statements(store)
@@ -435,10 +389,7 @@ def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> N
         assert store.last_seq == 5
         assert store.unsent_acks() == []
         assert seen == []  # no query on the publishing path
-    finally:
-        store.close()
-    store = Store(path)  # after a restart they are read from the database
-    try:
+    with closing(Store(path)) as store:  # after a restart they are read from the database
         assert store.pending_events(1, 2) == [(2, b"e1"), (3, b"e2")]
         assert store.receipt(3) == 3
         assert store.pending_events(0, 10) == [(4, b"e3"), (5, b"e4")]
@@ -447,8 +398,6 @@ def test_published_events_come_from_memory_and_match_the_database(tmp_path) -> N
         assert store.receipt(100) == 3  # clamped to the last seq given out
         assert store.first_unreceipted() is None
         assert store.receipt(100) == 0
-    finally:
-        store.close()
 
 
 def test_an_unlock_commits_three_times_and_its_receipt_once(
@@ -496,8 +445,7 @@ def test_a_requeued_ack_is_not_marked_sent_by_older_bookkeeping(tmp_path) -> Non
     """A duplicate delivery re-queues an ack whose PUBACK mark is not written yet: the
     later bookkeeping commit must not mark it sent again."""
     path = tmp_path / "agent.sqlite3"
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         store.record_command("c1", counter=1, compartment="a1", outcome=None, ack=None, now=1.0)
         store.finish_command("c1", "opened", b"ack")
         store.mark_ack_sent("c1")
@@ -505,10 +453,5 @@ def test_a_requeued_ack_is_not_marked_sent_by_older_bookkeeping(tmp_path) -> Non
         assert store.unsent_acks() == [("c1", b"ack")]
         store.flush_bookkeeping()
         assert store.unsent_acks() == [("c1", b"ack")]
-    finally:
-        store.close()
-    store = Store(path)
-    try:
+    with closing(Store(path)) as store:
         assert store.unsent_acks() == [("c1", b"ack")]
-    finally:
-        store.close()
