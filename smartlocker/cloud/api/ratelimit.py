@@ -4,7 +4,7 @@
   … RETURNING``): :func:`count_statement` is that upsert, refusing past a limit with
   :data:`RATE_LIMITED`; a remote unlock counts its key with it inside its own single
   statement (``unlock._OPEN``), which first refuses without an error when the window
-  is already full (:func:`gate_statement`), and :class:`PendingHit` reads the count,
+  is already full (:data:`GATE_STATEMENT`), and :class:`PendingHit` reads the count,
   words the refusal and cleans up old windows.
 * :class:`CodeThrottle` counts wrong pickup codes per subject (the parcel, and the
   API key that typed them) and imposes a growing lockout once the free attempts are
@@ -27,12 +27,12 @@ import psycopg
 from .errors import RateLimited
 
 __all__ = [
+    "GATE_STATEMENT",
     "RATE_LIMITED",
     "CodeThrottle",
     "PendingHit",
     "count_params",
     "count_statement",
-    "gate_statement",
     "lockout_for",
     "window_start",
 ]
@@ -115,16 +115,15 @@ def count_statement(source: str) -> str:
     )
 
 
-def gate_statement() -> str:
-    """One row, ``over``: whether the bucket's window already holds ``refuse_past`` hits
-    (committed ones; no lock). A statement that counts can refuse on it before writing
-    anything, without an error: the count's own refusal (:func:`count_statement`) is
-    then left for a request that raced another one past the limit. Named parameters
-    :func:`count_params`."""
-    return (
-        "SELECT coalesce((SELECT hits >= %(refuse_past)s FROM api_rate_limits"
-        " WHERE bucket = %(bucket)s AND window_start = %(window_start)s), false) AS over"
-    )
+#: One row, ``over``: whether the bucket's window already holds ``refuse_past`` hits
+#: (committed ones; no lock). A statement that counts can refuse on it before writing
+#: anything, without an error: the count's own refusal (:func:`count_statement`) is
+#: then left for a request that raced another one past the limit. Named parameters
+#: :func:`count_params`.
+GATE_STATEMENT = (
+    "SELECT coalesce((SELECT hits >= %(refuse_past)s FROM api_rate_limits"
+    " WHERE bucket = %(bucket)s AND window_start = %(window_start)s), false) AS over"
+)
 
 
 def count_params(pending: PendingHit, refuse_past: int | None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Opening a compartment through the API: command, audit, publish, optionally wait.
 
-The command row (:data:`~smartlocker.cloud.rules.commands.CREATE_CTES`), its audit
+The command row (:func:`~smartlocker.cloud.rules.commands.create_ctes`), its audit
 entry and the rate-limit count commit together, in one statement and one round trip; then
 :func:`~smartlocker.cloud.downlink.publish_command` signs and publishes it. With
 ``wait`` the request sleeps on the process's LISTEN thread until the command is
@@ -43,11 +43,11 @@ from .errors import ServiceUnavailable
 from .models import Command
 from .publisher import MqttPublishError
 from .ratelimit import (
+    GATE_STATEMENT,
     RATE_LIMITED,
     PendingHit,
     count_params,
     count_statement,
-    gate_statement,
     window_start,
 )
 from .scope import cabinet_site
@@ -59,7 +59,7 @@ __all__ = ["FINAL", "command_model", "open_compartment", "send_open"]
 _WINDOW = timedelta(minutes=1)
 
 #: An unlock's whole transaction in one statement, from the rules' own parts: the key's
-#: rate-limit gate (``gate``: :func:`~.ratelimit.gate_statement`), the command
+#: rate-limit gate (``gate``: :data:`~.ratelimit.GATE_STATEMENT`), the command
 #: (``created``: :func:`~smartlocker.cloud.rules.commands.create_ctes`, only if the gate
 #: is open), its audit row and the key's count (each only if ``created`` has a row).
 #: The count reads ``created`` first, so the key's one rate-limit row is locked only
@@ -71,7 +71,7 @@ _WINDOW = timedelta(minutes=1)
 #: its own count, is refused by the count itself (``SL429``, an error that aborts the
 #: statement). Its one row: the command's columns (NULL when none), the count, ``over``.
 _OPEN = (
-    f"WITH gate AS ({gate_statement()}),"  # noqa: S608 (the rules' constants)
+    f"WITH gate AS ({GATE_STATEMENT}),"  # noqa: S608 (the rules' constants)
     f" {create_ctes(only_if='NOT (SELECT over FROM gate)')},"
     f" audited AS ({audit_insert_from('created')}),"
     " counted AS ("
