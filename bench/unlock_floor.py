@@ -39,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from smartlocker.bench.cpu import CpuMeter
 from smartlocker.embedded import MosquittoBroker, free_port
-from smartlocker.embedded.pg_cluster import start_cluster
+from smartlocker.embedded.pg_cluster import start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = "floor/cmd"
@@ -285,11 +285,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
         broker.stop()
-        subprocess.run(
-            [str(ROOT / "scripts" / "pg-cluster.sh"), "stop", str(work / "data")],
-            check=False,
-            capture_output=True,
-        )
+        stop_cluster(ROOT / "scripts" / "pg-cluster.sh", work / "data", best_effort=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

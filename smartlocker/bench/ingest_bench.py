@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from smartlocker.embedded.pg_cluster import start_cluster
+from smartlocker.embedded.pg_cluster import start_cluster, stop_cluster
 
 from .broker import BenchBroker
 
@@ -151,12 +151,7 @@ class _Cluster:
         )
 
     def stop(self) -> None:
-        subprocess.run(
-            [str(self.scripts / "pg-cluster.sh"), "stop", str(self.datadir)],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        stop_cluster(self.scripts / "pg-cluster.sh", self.datadir, best_effort=True)
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"

@@ -40,7 +40,7 @@ import psycopg
 import requests
 
 from smartlocker.embedded import MosquittoBroker, free_port
-from smartlocker.embedded.pg_cluster import start_cluster
+from smartlocker.embedded.pg_cluster import start_cluster, stop_cluster
 from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .cpu import CpuMeter
@@ -291,11 +291,7 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, in
     )
 
     def stop() -> None:
-        subprocess.run(
-            [str(scripts / "pg-cluster.sh"), "stop", str(datadir / "data")],
-            check=False,
-            capture_output=True,
-        )
+        stop_cluster(scripts / "pg-cluster.sh", datadir / "data", best_effort=True)
         shutil.rmtree(datadir, ignore_errors=True)
 
     procs.add(stop)

@@ -1,4 +1,5 @@
-"""Start a private PostgreSQL cluster with ``scripts/pg-cluster.sh`` (tests and benchmarks).
+"""Start and stop a private PostgreSQL cluster with ``scripts/pg-cluster.sh`` (tests and
+benchmarks).
 
 The script initialises the data directory on first use and starts the server on a
 TCP port of 127.0.0.1. A port from :func:`~.mosquitto.free_port` was free when it was
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .mosquitto import free_port
 
-__all__ = ["start_cluster"]
+__all__ = ["start_cluster", "stop_cluster"]
 
 #: What the server logs when its port was taken.
 _TAKEN = "Address already in use"
@@ -56,6 +57,17 @@ def start_cluster(
             continue
         return chosen, done.stdout.strip()
     raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def stop_cluster(script: Path, datadir: Path, *, best_effort: bool = False) -> None:
+    """Stop the cluster in ``datadir`` (fast shutdown). With ``best_effort`` (a
+    benchmark's teardown) a failure is ignored and the script's output hidden; else it
+    raises :class:`subprocess.CalledProcessError`."""
+    cmd = [str(script), "stop", str(datadir)]
+    if best_effort:
+        subprocess.run(cmd, check=False, capture_output=True)
+    else:
+        subprocess.run(cmd, check=True)
 
 
 def _port_was_taken(datadir: Path) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from smartlocker.embedded.pg_cluster import start_cluster
+from smartlocker.embedded.pg_cluster import start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -67,7 +67,7 @@ class PgCluster:
         )
 
     def stop(self) -> None:
-        subprocess.run([str(SCRIPTS / "pg-cluster.sh"), "stop", str(self.datadir)], check=True)
+        stop_cluster(SCRIPTS / "pg-cluster.sh", self.datadir)
 
     def restart(self) -> None:
         self.stop()
