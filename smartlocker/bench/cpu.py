@@ -97,8 +97,7 @@ def _switches(pid: int) -> int:
 
 def tree_context_switches(roots: Mapping[str, int]) -> dict[str, int]:
     """Context switches so far of all threads of each named process and its descendants."""
-    trees = _descendants(roots, _all_processes())
-    return {name: sum(_switches(pid) for pid in pids) for name, pids in trees.items()}
+    return _switches_of(_descendants(roots, _all_processes()))
 
 
 def tree_cpu_seconds(roots: Mapping[str, int], *, include_self: bool = False) -> dict[str, float]:
@@ -107,14 +106,32 @@ def tree_cpu_seconds(roots: Mapping[str, int], *, include_self: bool = False) ->
     With ``include_self`` the calling process's own time is added as ``"self"``.
     """
     table = _all_processes()
-    out = {
-        name: sum(table[pid][1] for pid in pids if pid in table)
-        for name, pids in _descendants(roots, table).items()
-    }
+    return _seconds_of(_descendants(roots, table), table, include_self=include_self)
+
+
+def _switches_of(trees: Mapping[str, list[int]]) -> dict[str, int]:
+    return {name: sum(_switches(pid) for pid in pids) for name, pids in trees.items()}
+
+
+def _seconds_of(
+    trees: Mapping[str, list[int]],
+    table: Mapping[int, tuple[int, float]],
+    *,
+    include_self: bool,
+) -> dict[str, float]:
+    out = {name: sum(table[pid][1] for pid in pids if pid in table) for name, pids in trees.items()}
     if include_self:
         times = os.times()
         out["self"] = times.user + times.system
     return out
+
+
+def _reading(roots: Mapping[str, int]) -> tuple[dict[str, float], dict[str, int]]:
+    """CPU seconds (with ``"self"``) and context switches of each tree, from one scan of
+    ``/proc``."""
+    table = _all_processes()
+    trees = _descendants(roots, table)
+    return _seconds_of(trees, table, include_self=True), _switches_of(trees)
 
 
 class CpuMeter:
@@ -129,17 +146,15 @@ class CpuMeter:
         self.switches: dict[str, float] = {}
 
     def start(self) -> None:
-        self._switches = tree_context_switches(self.roots)
-        self._before = tree_cpu_seconds(self.roots, include_self=True)
+        self._before, self._switches = _reading(self.roots)
         self._machine = machine_cpu_seconds()
 
     def stop(self, requests: int) -> dict[str, float]:
         """Milliseconds of CPU per request for each tree (``"self"``: the client), and total."""
-        after = tree_cpu_seconds(self.roots, include_self=True)
+        after, switches_after = _reading(self.roots)
         per = max(1, requests)
         switched = {
-            name: count - self._switches.get(name, 0)
-            for name, count in tree_context_switches(self.roots).items()
+            name: count - self._switches.get(name, 0) for name, count in switches_after.items()
         }
         self.switches = {name: round(count / per, 1) for name, count in switched.items()}
         self.switches["total"] = round(sum(switched.values()) / per, 1)
