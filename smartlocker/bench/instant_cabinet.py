@@ -9,9 +9,15 @@ has recorded the grant, so even an instant opening counts as granted (a real doo
 opens tens of milliseconds after the bolt moves). Nothing polls, unlike the
 simulator's world (a 5 ms loop), and no thread is started per pulse, so the doors
 add next to no latency. Everything else is the real agent (signature and replay
-checks, SQLite outbox, acks, events). One process runs several agents:
+checks, SQLite outbox, acks, events).
 
-    python -m smartlocker.bench.instant_cabinet [--door-open-ms MS] CONFIG.toml [...]
+Each cabinet is its own Raspberry Pi: given several configurations, the process starts
+one child process per agent (``--per-process N`` puts N agents in each, sharing one
+interpreter lock, as the benchmark did before 2026-11-21 23:00) and stops them all on
+SIGTERM or SIGINT:
+
+    python -m smartlocker.bench.instant_cabinet [--door-open-ms MS] [--per-process N] \\
+        CONFIG.toml [...]
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import itertools
 import logging
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +44,8 @@ from smartlocker.edge_agent import Agent, AgentConfig, load_config
 __all__ = ["DoorDriver", "instant_factory", "main", "no_delay_connections"]
 
 logger = logging.getLogger(__name__)
+
+_MODULE = "smartlocker.bench.instant_cabinet"
 
 #: How long a door stays open (s) before the driver closes it again.
 HOLD_S = 0.005
@@ -163,12 +173,34 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="ms from a lock's pulse to its door opening (0: at once)",
     )
+    parser.add_argument(
+        "--per-process",
+        type=int,
+        default=1,
+        help="agents per process (1: each in its own, as on its own Raspberry Pi)",
+    )
     args = parser.parse_args(argv)
-    if args.nodelay:
-        no_delay_connections()
+    if args.per_process < 1:
+        parser.error("--per-process must be 1 or more")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    done = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    groups = [
+        args.configs[i : i + args.per_process]
+        for i in range(0, len(args.configs), args.per_process)
+    ]
+    if len(groups) > 1:
+        _supervise(groups, argv_of(args), done)
+        return
+    if args.nodelay:
+        no_delay_connections()
     agents = []
     driver = DoorDriver()
     for path in args.configs:
@@ -177,19 +209,62 @@ def main(argv: list[str] | None = None) -> None:
         agent = Agent(config, pin_factory=factory, kiosk=False)
         agent.start()
         agents.append(agent)
-    done = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
     try:
         while not done.wait(1.0):
             pass
     finally:
         for agent in agents:
             agent.stop("benchmark over")
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    """The options of this run, for its children (without the configurations)."""
+    return [
+        "--log-level",
+        args.log_level,
+        "--door-open-ms",
+        str(args.door_open_ms),
+        *(["--nodelay"] if args.nodelay else []),
+    ]
+
+
+def _supervise(groups: list[list[Path]], options: list[str], done: threading.Event) -> None:
+    """Run each group of agents in a child process until ``done``; then stop them all.
+
+    A child that dies is reported and not restarted: the benchmark sees its cabinets go
+    offline and says so.
+    """
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                _MODULE,
+                *options,
+                "--per-process",
+                str(len(group)),
+                *map(str, group),
+            ]
+        )
+        for group in groups
+    ]
+    try:
+        while not done.wait(1.0):
+            for child in children:
+                if child.poll() is not None:
+                    logger.error("agents process %d ended (%s)", child.pid, child.returncode)
+                    children.remove(child)
+                    break
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                logger.error("agents process %d did not stop; killed", child.pid)
+                child.kill()
+                child.wait()
 
 
 if __name__ == "__main__":

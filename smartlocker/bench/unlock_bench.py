@@ -75,6 +75,9 @@ class UnlockBenchConfig:
     #: agent still records the grant first, see :mod:`.instant_cabinet`). Agents only:
     #: the fleet simulator acks an accepted command at once.
     door_open_ms: float = 0.0
+    #: Real agents per process: 1, each cabinet with its own interpreter as on its own
+    #: Raspberry Pi (since 2026-11-21 23:00; before, all of them in one process).
+    agents_per_process: int = 1
 
 
 class _Probe:
@@ -474,6 +477,8 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
                 *(["--nodelay"] if cfg.agent_nodelay else []),
                 "--door-open-ms",
                 str(cfg.door_open_ms),
+                "--per-process",
+                str(cfg.agents_per_process),
                 *map(str, configs),
             ]
         with open(work / "cabinets.log", "wb") as log:

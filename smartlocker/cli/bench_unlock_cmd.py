@@ -58,6 +58,13 @@ __all__ = ["unlock"]
     show_default=True,
     help="ms from a lock's pulse to its door opening (0: as the lock is energised)",
 )
+@click.option(
+    "--agents-per-process",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Real agents per process (1: each cabinet its own interpreter, as on its own Pi)",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here")
 def unlock(
     sequential: int,
@@ -71,6 +78,7 @@ def unlock(
     agent_nodelay: bool,
     cabinet_kind: str,
     door_open_ms: float,
+    agents_per_process: int,
     out: Path | None,
 ) -> None:
     """HTTP unlock → MQTT → cabinets (real agents on mock pins, or the fleet simulator) →
@@ -93,6 +101,7 @@ def unlock(
             agent_nodelay=agent_nodelay,
             cabinet_kind=cabinet_kind,
             door_open_ms=door_open_ms,
+            agents_per_process=agents_per_process,
         ),
         out,
     )

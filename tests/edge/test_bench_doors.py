@@ -117,3 +117,58 @@ def test_instant_cabinet_process_takes_the_door_delay(
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_instant_cabinet_runs_each_agent_in_a_process_of_its_own(
+    tmp_path, public_key_file, mqtt_broker, make_cloud, cabinet_id
+) -> None:
+    """Two configurations: two child processes (each cabinet its own Raspberry Pi), both
+    cabinets answer, and SIGTERM to the parent stops both children cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.edge import toml_out
+    from tests.edge.conftest import config_dict
+
+    names = [cabinet_id, f"{cabinet_id}-b"]
+    paths = [
+        toml_out.write(
+            tmp_path / f"{name}.toml",
+            config_dict(tmp_path / name, public_key_file, mqtt_broker.url, cabinet=name),
+        )
+        for name in names
+    ]
+    clouds = [make_cloud(mqtt_broker.host, mqtt_broker.port, cabinet=name) for name in names]
+    proc = subprocess.Popen([sys.executable, "-m", "smartlocker.bench.instant_cabinet", *paths])
+    children: list[int] = []
+    try:
+        for cloud in clouds:
+            cloud.wait(lambda c=cloud: any(s.online for s, _ in c.statuses), what="birth")
+        for cloud in clouds:
+            command = cloud.unlock_command("a1")
+            cloud.send(command)
+            (ack,) = cloud.wait_ack(command.id)
+            assert ack.outcome == "opened"
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{proc.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+        assert len(children) == 2
+        for child in children:
+            args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            assert sum(arg.endswith(b".toml") for arg in args) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{child}") for child in children):
+        assert time.monotonic() < deadline, "a child outlived its parent"
+        time.sleep(0.05)
+    for cloud in clouds:
+        cloud.wait_event("shutdown")
