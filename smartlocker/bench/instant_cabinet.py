@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(0, len(args.configs), args.per_process)
     ]
     if len(groups) > 1:
-        _supervise(groups, argv_of(args), done)
+        _supervise(groups, _child_options(args), done)
         return
     if args.nodelay:
         no_delay_connections()
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             agent.stop("benchmark over")
 
 
-def argv_of(args: argparse.Namespace) -> list[str]:
+def _child_options(args: argparse.Namespace) -> list[str]:
     """The options of this run, for its children (without the configurations)."""
     return [
         "--log-level",
