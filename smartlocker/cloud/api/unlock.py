@@ -125,8 +125,8 @@ def open_compartment(
 
     One round trip to PostgreSQL before the publication and, unless the request waits,
     one after. Before: :data:`_OPEN` (audit row, command, rate-limit count: one
-    statement, its own transaction); it refuses by itself (an error, migration 0011)
-    past the rate limit or without a compartment within the key's sites. After the
+    statement, its own transaction); it refuses by itself, leaving nothing, past the
+    rate limit or without a compartment within the key's sites. After the
     PUBACK, the ``sent`` mark unless the request waits (then the mark is made only if
     the wait ends without the outcome). The answer to ``?wait`` comes from the NOTIFY's
     payload (the outcome), without reading the row again.

@@ -25,7 +25,6 @@ from ..errors import NotFound
 __all__ = [
     "COMMAND_TRANSITIONS",
     "COMMAND_TTL",
-    "CREATE_CTES",
     "CommandRow",
     "CommandStatus",
     "PendingOutcome",
@@ -117,9 +116,16 @@ def get_command(conn: psycopg.Connection[Any], command: str) -> CommandRow:
 
 
 def create_ctes(*, only_if: str | None = None) -> str:
-    """:data:`CREATE_CTES`, creating the command only where ``only_if`` (an SQL
-    condition on the enclosing statement's other CTEs, e.g. the API's rate-limit gate)
-    holds as well: otherwise ``created`` is empty and nothing is written."""
+    """Creating a command as common table expressions: ``target`` (the compartment,
+    within the sites if given), ``counter`` (the cabinet's next counter: a row of its own
+    in command_counters, migration 0012, not the cabinets row ingest keeps locked) and
+    ``created`` (the new row, columns as :func:`command_row` reads them; none: no such
+    compartment). Named parameters as :func:`create_params` gives them. A statement of
+    its own (:func:`create_command`) or a part of a larger one (the API's unlock).
+
+    With ``only_if`` (an SQL condition on the enclosing statement's other CTEs, e.g. the
+    API's rate-limit gate) the command is created only where it holds as well: otherwise
+    ``created`` is empty and nothing is written."""
     condition = "" if only_if is None else f" AND ({only_if})"
     return (
         "target AS (SELECT cab.id FROM cabinets cab JOIN compartments comp"  # noqa: S608
@@ -136,16 +142,8 @@ def create_ctes(*, only_if: str | None = None) -> str:
     )
 
 
-#: Creating a command as common table expressions: ``target`` (the compartment, within
-#: the sites if given), ``counter`` (the cabinet's next counter: a row of its own in
-#: command_counters, migration 0012, not the cabinets row ingest keeps locked) and
-#: ``created`` (the new row, columns as :func:`command_row` reads them; none: no such
-#: compartment). Named parameters as :func:`create_params` gives them. A statement of
-#: its own (:func:`create_command`) or a part of a larger one (the API's unlock).
-CREATE_CTES = create_ctes()
-
 # One statement (atomic by itself, one round trip).
-_CREATE = f"WITH {CREATE_CTES} SELECT * FROM created"  # noqa: S608 (constants)
+_CREATE = f"WITH {create_ctes()} SELECT * FROM created"  # noqa: S608 (constants)
 
 
 def create_params(
@@ -161,7 +159,7 @@ def create_params(
     ttl: timedelta = COMMAND_TTL,
     sites: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The parameters of :data:`CREATE_CTES`."""
+    """The parameters of :func:`create_ctes`."""
     return {
         "id": command_id,
         "cabinet": cabinet,
