@@ -16,6 +16,14 @@ the last receipt, which wait in memory for it (or, when none comes, for
 close). Lost (SIGKILL, power cut), such marks only make the agent send those acks
 again, which the cloud ignores.
 
+Neither ``seq`` nor the command high-water mark is written with every event or
+command: that would add a page to each commit an unlock waits for (longer flushes,
+more wear on a Pi's flash). The next ``seq`` is one past the outbox's highest row, and
+the mark is the highest counter in ``commands``, whose rows inside the replay window
+are never trimmed. ``meta`` keeps a floor for each: ``next_seq`` is written in the
+transaction that deletes receipted events (which may empty the outbox), and
+``command_hwm`` stays as databases written before 2026-11-22 left it.
+
 What the link asks on every publishing round (the acks still to send, the lowest
 unreceipted ``seq``, the newest events' payloads) and what every command is checked
 against (the replay window: the high-water mark and the counters seen) is answered
@@ -41,7 +49,13 @@ from smartlocker.protocol import REPLAY_WINDOW, ReplayWindow
 
 from .errors import StoreError
 
-__all__ = ["BOOKKEEPING_MAX_AGE_S", "CommandRecord", "Store", "ThrottleRecord"]
+__all__ = [
+    "BOOKKEEPING_MAX_AGE_S",
+    "CommandRecord",
+    "Store",
+    "ThrottleRecord",
+    "last_seq_given",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +116,16 @@ BOOKKEEPING_MAX_AGE_S = 1.0
 _RECENT_EVENTS = 1024
 
 
+def last_seq_given(db: sqlite3.Connection) -> int:
+    """The highest ``seq`` an agent's database ever gave out (0: none), read through
+    any connection to it: one below the floor in ``meta`` or the outbox's highest row,
+    whichever is higher (see the module's docstring)."""
+    floor, highest = db.execute(
+        "SELECT (SELECT value FROM meta WHERE key = 'next_seq'), (SELECT max(seq) FROM outbox)"
+    ).fetchone()
+    return max(int(floor or 1) - 1, int(highest or 0))
+
+
 @dataclass(frozen=True, slots=True)
 class CommandRecord:
     id: str
@@ -142,8 +166,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._next_seq = self._meta("next_seq", 1)
-            hwm = self._meta("command_hwm", 0)
+            # Neither is written with every event or command (see the module's docstring).
+            self._next_seq = last_seq_given(self._db) + 1
+            max_counter = self._db.execute("SELECT max(counter) FROM commands").fetchone()[0]
+            hwm = max(self._meta("command_hwm", 0), int(max_counter or 0))
             # Read once (a scan of at most ~_KEEP_COMMANDS + window rows), then mirrored.
             seen = self._db.execute(
                 "SELECT counter FROM commands WHERE counter > ?", (hwm - REPLAY_WINDOW,)
@@ -236,6 +262,9 @@ class Store:
             )
         upto = self._receipted_upto
         if upto > self._deleted_upto:
+            # The floor of ``seq`` first, in the same transaction: the rows deleted
+            # may be all there were (see the module's docstring).
+            self._set_meta("next_seq", self._next_seq)
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
         return marks, upto
 
@@ -279,7 +308,6 @@ class Store:
             seq = self._tx_next_seq
             result, payload = build(seq)
             db.execute("INSERT INTO outbox (seq, payload) VALUES (?, ?)", (seq, payload))
-            self._set_meta("next_seq", seq + 1)
             self._tx_next_seq = seq + 1
             self._on_commit.append(lambda: self._event_committed(seq, payload))
         return result
@@ -427,8 +455,7 @@ class Store:
                 self._on_commit.append(lambda: self._ack_waiting(command_id, ack))
             if counter is not None:
                 if counter > self._tx_hwm:
-                    self._set_meta("command_hwm", counter)
-                    self._tx_hwm = counter
+                    self._tx_hwm = counter  # its row is the mark (see the module's docstring)
                 self._on_commit.append(lambda: self._window.add(counter))
             self._since_trim += 1
             if self._since_trim >= _TRIM_EVERY:

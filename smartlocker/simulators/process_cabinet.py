@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from smartlocker.edge_agent.store import last_seq_given
+
 from ._toml import dumps
 
 __all__ = ["ProcessCabinet", "ProcessCabinetError"]
@@ -144,7 +146,6 @@ class ProcessCabinet:
             return 0
         db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+            return last_seq_given(db)
         finally:
             db.close()
-        return 0 if row is None else int(row[0]) - 1

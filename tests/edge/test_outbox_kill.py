@@ -20,6 +20,7 @@ from pathlib import Path
 from gpiozero.pins.mock import MockFactory
 
 from smartlocker.edge_agent import Agent, parse_config
+from smartlocker.edge_agent.store import last_seq_given
 from smartlocker.simulators.virtual_cabinet import VirtualWorld
 from tests.edge import toml_out
 from tests.edge.conftest import config_dict
@@ -31,12 +32,12 @@ def db_state(path: Path) -> tuple[int, int, str]:
     """(last seq given out, outbox depth, integrity) read from a second connection."""
     db = sqlite3.connect(path, timeout=10)
     try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        last = last_seq_given(db)
         depth = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         db.close()
-    return (0 if row is None else row[0] - 1), depth, integrity
+    return last, depth, integrity
 
 
 def spawn(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -52,6 +52,39 @@ def test_pragmas_seq_and_receipts(tmp_path) -> None:
     db.close()
 
 
+def test_seq_and_the_command_mark_come_from_the_rows_and_a_floor_written_on_receipts(
+    tmp_path,
+) -> None:
+    """An event's or a command's commit writes no ``meta`` row; ``seq`` continues after
+    receipts emptied the outbox (their deletion writes the floor), and the mark comes
+    back from the commands' counters (or from an older database's ``meta``)."""
+    path = tmp_path / "agent.sqlite3"
+    meta = "SELECT key, value FROM meta ORDER BY key"
+    with closing(Store(path)) as store:
+        for _ in range(3):
+            store.append_event(lambda seq: (seq, b"e%d" % seq))
+        _used(store, 70, 1.0)
+        assert _committed(path, meta) == []
+        with closing(sqlite3.connect(path)) as other:
+            assert store_module.last_seq_given(other) == 3
+        assert store.receipt(3) == 3  # committed at once, with the floor
+        assert _committed(path, "SELECT count(*) FROM outbox") == [(0,)]
+        assert _committed(path, meta) == [("next_seq", 4)]
+        with closing(sqlite3.connect(path)) as other:
+            assert store_module.last_seq_given(other) == 3
+    with closing(Store(path)) as store:
+        assert store.append_event(lambda seq: (seq, b"x")) == 4
+        assert store.replay_window.high_water == 70
+        assert store.replay_window.refusal(70) is not None
+    with closing(sqlite3.connect(path)) as db:  # as an older agent left it
+        db.execute("INSERT INTO meta (key, value) VALUES ('command_hwm', 900)")
+        db.commit()
+    with closing(Store(path)) as store:
+        assert store.last_seq == 4
+        assert store.replay_window.high_water == 900
+        assert store.replay_window.refusal(900 - REPLAY_WINDOW) is not None
+
+
 def test_a_failed_build_gives_out_no_seq(tmp_path) -> None:
     store = Store(tmp_path / "agent.sqlite3")
 
