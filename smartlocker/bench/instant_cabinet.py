@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,8 +40,15 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from smartlocker.edge_agent import Agent, AgentConfig, load_config
+from smartlocker.simulators._toml import dumps
 
-__all__ = ["DoorDriver", "instant_factory", "main", "no_delay_connections"]
+__all__ = [
+    "DoorDriver",
+    "instant_factory",
+    "main",
+    "no_delay_connections",
+    "write_agent_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +121,51 @@ class _LockPin(MockPin):  # type: ignore[misc]
             self.driver.at(opens, self.door.drive_high)
             self.driver.at(opens + self.hold, self.door.drive_low)
         return changed
+
+
+def write_agent_config(
+    path: Path,
+    cabinet: str,
+    *,
+    mqtt_url: str,
+    cloud_public_key: Path,
+    code_key: str,
+    data_dir: Path,
+    compartments: Sequence[str],
+    username: str | None = None,
+    password: str | None = None,
+) -> Path:
+    """Write the configuration a benchmark's agent runs with to ``path``: quick
+    reconnects, 2 ms pulses, no debounce; compartment *j*'s lock on pin 2 + *j*, its door
+    on the pin as many further on as there are compartments."""
+    config: dict[str, Any] = {
+        "cabinet": cabinet,
+        "mqtt_url": mqtt_url,
+        **({"mqtt_username": username} if username is not None else {}),
+        **({"mqtt_password": password} if password is not None else {}),
+        "cloud_public_key": str(cloud_public_key),
+        "code_key": code_key,
+        "data_dir": str(data_dir),
+        "kiosk_bind": "127.0.0.1:0",
+        "telemetry_interval_s": 30.0,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 1.0,
+        "compartments": [
+            {
+                "id": c,
+                "lock_pin": 2 + j,
+                "door_pin": 2 + len(compartments) + j,
+                "pulse_ms": 2,
+                "max_pulse_ms": 50,
+                "debounce_ms": 0,
+                "open_window_s": 2.0,
+                "held_open_s": 60.0,
+            }
+            for j, c in enumerate(compartments)
+        ],
+    }
+    path.write_text(dumps(config))
+    return path
 
 
 def instant_factory(

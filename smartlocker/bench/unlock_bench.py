@@ -44,6 +44,7 @@ from smartlocker.embedded.pg_cluster import start_cluster, stop_cluster
 from smartlocker.protocol import generate_private_key, private_key_pem
 
 from .cpu import CpuMeter
+from .instant_cabinet import write_agent_config
 
 __all__ = ["CABINET_KINDS", "UnlockBenchConfig", "run_unlock_bench"]
 
@@ -308,21 +309,6 @@ def _postgres(work: Path, timescaledb: bool, procs: _Processes) -> tuple[str, in
     return db, postmaster
 
 
-def _toml(config: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        return json.dumps(str(v))
-
-    lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, list)]
-    for table in config.get("compartments", []):
-        lines.append("\n[[compartments]]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
 def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[str, Any]:
     from smartlocker.cloud.api.auth import Role, create_key
     from smartlocker.cloud.db import detect_edition, migrate
@@ -425,34 +411,17 @@ def run_unlock_bench(cfg: UnlockBenchConfig, out: Path | None = None) -> dict[st
             public = work / f"{cabinet}.pub"
             public.write_text(creds["cloud_public_key_pem"])
             simulated[cabinet] = {"password": creds["mqtt_password"], "compartments": ids}
-            config = {
-                "cabinet": cabinet,
-                "mqtt_url": broker.url,
-                "mqtt_username": creds["mqtt_username"],
-                "mqtt_password": creds["mqtt_password"],
-                "cloud_public_key": str(public),
-                "code_key": creds["code_key_hex"],
-                "data_dir": str(work / f"{cabinet}-data"),
-                "kiosk_bind": "127.0.0.1:0",
-                "telemetry_interval_s": 30.0,
-                "reconnect_min_s": 0.05,
-                "reconnect_max_s": 1.0,
-                "compartments": [
-                    {
-                        "id": c,
-                        "lock_pin": 2 + j,
-                        "door_pin": 2 + cfg.compartments + j,
-                        "pulse_ms": 2,
-                        "max_pulse_ms": 50,
-                        "debounce_ms": 0,
-                        "open_window_s": 2.0,
-                        "held_open_s": 60.0,
-                    }
-                    for j, c in enumerate(ids)
-                ],
-            }
-            path = work / f"{cabinet}.toml"
-            path.write_text(_toml(config))
+            path = write_agent_config(
+                work / f"{cabinet}.toml",
+                cabinet,
+                mqtt_url=broker.url,
+                username=creds["mqtt_username"],
+                password=creds["mqtt_password"],
+                cloud_public_key=public,
+                code_key=creds["code_key_hex"],
+                data_dir=work / f"{cabinet}-data",
+                compartments=ids,
+            )
             configs.append(path)
             targets += [(cabinet, c) for c in ids]
         if cfg.cabinet_kind == "fleet":
