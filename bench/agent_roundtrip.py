@@ -1,0 +1,335 @@
+"""Benchmark: the edge agent's hop alone, side by side with this machine's floor for it.
+
+A scripted cloud (one paho client, TCP_NODELAY, as the API's publisher) sends signed
+unlock commands at QoS 1 to one cabinet over a private Mosquitto and waits for each
+ack, receipting the cabinet's events every 20 ms as ingest does. The cabinet is, in
+turns within one run:
+
+* ``agent``: the real edge agent on mock pins whose doors open as the lock is pulsed
+  and close 5 ms later (``smartlocker.bench.instant_cabinet``, as in ``smartlocker
+  bench unlock``), in a process of its own: signature, expiry and replay checks, three
+  SQLite commits, the ``unlocked``/``door_opened``/``door_closed`` events and the ack;
+* ``floor``: a process that does only what the hop cannot skip: it takes the command
+  at QoS 1, commits one row to SQLite (WAL, ``synchronous=FULL``) and publishes an
+  ack at QoS 1 from paho's callback.
+
+Each is measured one command at a time and with ``--inflight`` commands outstanding;
+reported per turn: round trips per second, p50/p99 (command published → ack
+received), the cabinet's and the broker's CPU ms and context switches per unlock, and
+the agent's figures over the floor's of the same round. Without the API, ingest and
+PostgreSQL on the same two cores, an agent change shows here in a few seconds.
+
+    .venv/bin/python bench/agent_roundtrip.py [--unlocks 1500] [--inflight 8] \\
+        [--rounds 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from smartlocker.bench.cpu import CpuMeter
+from smartlocker.bench.instant_cabinet import write_agent_config
+from smartlocker.embedded import MosquittoBroker
+from smartlocker.protocol import (
+    Receipt,
+    UnlockCommand,
+    encode,
+    generate_private_key,
+    public_key_pem,
+    sign,
+)
+
+COMPARTMENTS = [f"C{j}" for j in range(8)]
+RECEIPT_EVERY_S = 0.02
+
+
+def _nodelay(client: paho.Client) -> None:
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
+    """The floor cabinet: one durable SQLite commit and an ack per command."""
+    db = sqlite3.connect(Path(workdir) / "floor.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, at REAL)")
+    host, port = mqtt.rsplit(":", 1)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cabinet, protocol=paho.MQTTv5)
+    acks = f"lockers/{cabinet}/acks"
+
+    def on_message(c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        command_id = json.loads(message.payload)["id"]
+        db.execute("INSERT OR IGNORE INTO commands VALUES (?, ?)", (command_id, time.time()))
+        c.publish(acks, json.dumps({"command_id": command_id}), qos=1)
+
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(host, int(port))
+    _nodelay(client)
+    client.subscribe(f"lockers/{cabinet}/commands", qos=1)
+    client.loop_start()
+    if not subscribed.wait(30):  # the broker drops a command no subscription awaits
+        raise SystemExit("the floor cabinet's subscription was not acknowledged")
+    print("ready", flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    client.loop_stop()
+
+
+class _Cloud:
+    """Sends signed unlocks, collects acks, receipts events (every RECEIPT_EVERY_S)."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.key = generate_private_key()
+        self._acks: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._top: dict[str, int] = {}
+        #: Cabinets that published a ``reported`` snapshot: an agent sends its first one
+        #: after it subscribed to its commands (its birth, before).
+        self._subscribed: set[str] = set()
+        self._counter: dict[str, int] = {}
+        self._stop = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-cloud", protocol=paho.MQTTv5
+        )
+        listening = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: listening.set()
+        self.client.connect(broker.host, broker.port)
+        _nodelay(self.client)
+        topics = ("acks", "events", "reported")
+        self.client.subscribe([(f"lockers/+/{topic}", 1) for topic in topics])
+        self.client.loop_start()
+        if not listening.wait(30):
+            raise RuntimeError("the cloud's subscription was not acknowledged")
+        self._receipts = threading.Thread(target=self._receipt_loop, daemon=True)
+        self._receipts.start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        _, cabinet, topic = msg.topic.split("/")
+        body = json.loads(msg.payload)
+        with self._cond:
+            if topic == "acks":
+                self._acks[body["command_id"]] = time.perf_counter()
+                self._cond.notify_all()
+            elif topic == "events":
+                self._top[cabinet] = max(self._top.get(cabinet, 0), int(body["seq"]))
+            elif topic == "reported":
+                self._subscribed.add(cabinet)
+                self._cond.notify_all()
+
+    def _receipt_loop(self) -> None:
+        sent: dict[str, int] = {}
+        while not self._stop.wait(RECEIPT_EVERY_S):
+            with self._cond:
+                due = {c: s for c, s in self._top.items() if s > sent.get(c, 0)}
+            for cabinet, seq in due.items():
+                receipt = Receipt(cabinet=cabinet, ts=datetime.now(UTC), upto_seq=seq)
+                self.client.publish(f"lockers/{cabinet}/receipts", encode(receipt), qos=1)
+                sent[cabinet] = seq
+
+    def wait_subscribed(self, cabinet: str, timeout: float = 30.0) -> None:
+        """Until the agent listens for commands (the broker drops one sent before)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: cabinet in self._subscribed, timeout):
+                raise RuntimeError(f"{cabinet} did not subscribe to its commands")
+
+    def _command(self, cabinet: str, index: int) -> tuple[str, bytes]:
+        self._counter[cabinet] = self._counter.get(cabinet, 0) + 1
+        now = datetime.now(UTC)
+        command = sign(
+            UnlockCommand(
+                cabinet=cabinet,
+                compartment=COMPARTMENTS[index % len(COMPARTMENTS)],
+                counter=self._counter[cabinet],
+                ts=now,
+                expires=now + timedelta(seconds=60),
+            ),
+            self.key,
+        )
+        return command.id, encode(command)
+
+    def run(self, cabinet: str, unlocks: int, inflight: int) -> list[float]:
+        """``unlocks`` round trips, at most ``inflight`` outstanding; their seconds."""
+        topic = f"lockers/{cabinet}/commands"
+        pending: dict[str, float] = {}
+        times: list[float] = []
+        sent = 0
+        while sent < unlocks or pending:
+            while sent < unlocks and len(pending) < inflight:
+                command_id, payload = self._command(cabinet, sent)
+                pending[command_id] = time.perf_counter()
+                self.client.publish(topic, payload, qos=1)
+                sent += 1
+            with self._cond:
+                if not self._cond.wait_for(lambda: any(c in self._acks for c in pending), 10):
+                    raise RuntimeError(f"no ack from {cabinet} within 10 s")
+                done = [(c, self._acks.pop(c)) for c in list(pending) if c in self._acks]
+            for command_id, acked in done:
+                times.append(acked - pending.pop(command_id))
+        return times
+
+    def close(self) -> None:
+        self._stop.set()
+        self._receipts.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
+def _turn(
+    kind: str,
+    cabinet: str,
+    work: Path,
+    broker: MosquittoBroker,
+    cloud: _Cloud,
+    public: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Start one cabinet of ``kind``, measure it sequentially and with commands in flight."""
+    if kind == "agent":
+        command = [
+            sys.executable,
+            "-m",
+            "smartlocker.bench.instant_cabinet",
+            "--log-level",
+            "WARNING",
+            str(
+                write_agent_config(
+                    work / f"{cabinet}.toml",
+                    cabinet,
+                    mqtt_url=broker.url,
+                    cloud_public_key=public,
+                    code_key="00" * 32,
+                    data_dir=work / cabinet,
+                    compartments=COMPARTMENTS,
+                )
+            ),
+        ]
+    else:
+        mqtt = f"{broker.host}:{broker.port}"
+        command = [sys.executable, __file__, "--role", "floor", "--mqtt", mqtt]
+        command += ["--workdir", str(work), "--cabinet", cabinet]
+    # The floor says "ready" on stdout; nobody reads the agent's (it writes none).
+    output = subprocess.PIPE if kind == "floor" else subprocess.DEVNULL
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output, text=True)
+    try:
+        if kind == "agent":
+            cloud.wait_subscribed(cabinet)
+        else:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("the floor cabinet did not start")
+        cloud.run(cabinet, 100, 1)  # warm-up
+        meter = CpuMeter({"cabinet": child.pid, "broker": broker.pid or 0})
+        result: dict[str, Any] = {}
+        for mode, inflight in (("sequential", 1), ("inflight", args.inflight)):
+            meter.start()
+            started = time.perf_counter()
+            times = cloud.run(cabinet, args.unlocks, inflight)
+            seconds = time.perf_counter() - started
+            result[mode] = {
+                "inflight": inflight,
+                "unlocks_per_s": round(len(times) / seconds, 1),
+                "p50_ms": _pct(times, 0.5),
+                "p99_ms": _pct(times, 0.99),
+                "cpu_ms_per_unlock": meter.stop(len(times)),
+                "context_switches_per_unlock": meter.switches,
+            }
+        return result
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _ratios(agent: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """The agent's figures over the floor's, per mode."""
+    out: dict[str, Any] = {}
+    for mode, a in agent.items():
+        f = floor[mode]
+        out[mode] = {
+            "p50": round(a["p50_ms"] / f["p50_ms"], 2),
+            "unlocks_per_s": round(a["unlocks_per_s"] / f["unlocks_per_s"], 2),
+            "cabinet_cpu": round(
+                a["cpu_ms_per_unlock"]["cabinet"] / max(f["cpu_ms_per_unlock"]["cabinet"], 1e-3),
+                2,
+            ),
+            "cabinet_switches": round(
+                a["context_switches_per_unlock"]["cabinet"]
+                / max(f["context_switches_per_unlock"]["cabinet"], 1e-3),
+                2,
+            ),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["floor"])
+    parser.add_argument("--mqtt")
+    parser.add_argument("--workdir")
+    parser.add_argument("--cabinet")
+    parser.add_argument("--unlocks", type=int, default=1500)
+    parser.add_argument("--inflight", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.role == "floor":
+        return run_floor(args.mqtt, args.workdir, args.cabinet)
+
+    work = Path(tempfile.mkdtemp(prefix="slagentrt-", dir="/tmp"))
+    broker = MosquittoBroker(work / "broker")
+    cloud: _Cloud | None = None
+    try:
+        broker.start()
+        cloud = _Cloud(broker)
+        public = work / "cloud.pub"
+        public.write_bytes(public_key_pem(cloud.key))
+        report: dict[str, Any] = {"python": sys.version.split()[0], "rounds": []}
+        for n in range(args.rounds):
+            turns = {
+                kind: _turn(kind, f"rt-{kind}-{n}", work, broker, cloud, public, args)
+                for kind in (("agent", "floor") if n % 2 == 0 else ("floor", "agent"))
+            }
+            report["rounds"].append(
+                {**turns, "agent_over_floor": _ratios(turns["agent"], turns["floor"])}
+            )
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+    finally:
+        if cloud is not None:
+            cloud.close()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
