@@ -1,4 +1,5 @@
-"""The bench's per-process-tree meters read /proc: a child's thread hand-offs are counted."""
+"""The bench's per-process-tree meters read /proc: a child's thread hand-offs and CPU
+time are counted."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import time
 from smartlocker.bench.cpu import CpuMeter, tree_context_switches
 
 ROUNDS = 2000
+#: CPU seconds the grandchild spends after its hand-offs. /proc counts whole clock ticks
+#: (10 ms), and 2000 hand-offs alone may take less than one on a fast machine.
+BURN_S = 0.2
 
 #: A child whose grandchild passes a token between two threads ROUNDS times when told,
-#: then waits to be stopped (a thread that ended would no longer be counted).
+#: spends BURN_S of CPU, then waits to be stopped (a thread that ended would no longer
+#: be counted).
 _CHILD = textwrap.dedent(
     f"""
-    import queue, subprocess, sys, threading
+    import queue, subprocess, sys, threading, time
     if sys.argv[1:] == ["grandchild"]:
         a, b = queue.SimpleQueue(), queue.SimpleQueue()
         def other():
@@ -28,6 +33,9 @@ _CHILD = textwrap.dedent(
             a.put(i)
             b.get()
         t.join()
+        start = time.process_time()
+        while time.process_time() - start < {BURN_S}:
+            pass
         print("done", flush=True)
         sys.stdin.readline()
     else:
@@ -63,7 +71,9 @@ def test_context_switches_of_a_process_tree_count_its_threads_hand_offs() -> Non
         assert after - before >= ROUNDS
         assert meter.switches["tree"] >= 1.0
         assert meter.switches["total"] >= meter.switches["tree"]
-        assert cpu["tree"] > 0
+        # Milliseconds per round; two readings in whole ticks may lose one tick between them.
+        assert cpu["tree"] >= (BURN_S - 0.02) * 1000 / ROUNDS
+        assert cpu["total"] >= cpu["tree"]
     finally:
         child.stdin.write("stop\n")
         child.stdin.close()
