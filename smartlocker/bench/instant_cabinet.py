@@ -1,15 +1,17 @@
 """Real edge agents whose doors open the instant their locks are pulsed (for benchmarks).
 
-Each compartment's lock pin is a gpiozero mock pin wired to its door pin: energising
-the lock opens the door ``open_after`` later (default 0: as the lock is energised)
-and closes it ``hold`` later. The door pins are driven by one thread per process
-(:class:`DoorDriver`), never by the thread that pulses the lock: the agent's door
-callback then waits for the cabinet's state lock, which the worker holds until it
-has recorded the grant, so even an instant opening counts as granted (a real door
-opens tens of milliseconds after the bolt moves). Nothing polls, unlike the
-simulator's world (a 5 ms loop), and no thread is started per pulse, so the doors
-add next to no latency. Everything else is the real agent (signature and replay
-checks, SQLite outbox, acks, events).
+Each compartment's lock pin is a gpiozero mock pin wired to its door pin: energising the
+lock opens the door ``open_after`` later (default 0: as the lock is energised), and the
+door closes ``hold`` after the lock is released (never while the bolt is still drawn: a
+grant the agent gives without a new pulse, because the lock still pulses, finds its door
+open, as a person waiting at the cabinet would). The door pins are driven by one thread
+per process (:class:`DoorDriver`), never by the thread that pulses the lock: the agent's
+door callback then waits for the cabinet's state lock, which the worker holds until it
+has recorded the grant, so even an instant opening counts as granted (a real door opens
+tens of milliseconds after the bolt moves). Nothing polls, unlike the simulator's world
+(a 5 ms loop), and no thread is started per pulse, so the doors add next to no latency.
+Everything else is the real agent (signature and replay checks, SQLite outbox, acks,
+events).
 
 Each cabinet is its own Raspberry Pi: given several configurations, the process starts
 one child process per agent (``--per-process N`` puts N agents in each, sharing one
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 _MODULE = "smartlocker.bench.instant_cabinet"
 
-#: How long a door stays open (s) before the driver closes it again.
+#: How long a door stays open (s) after its lock is released, before the driver closes it.
 HOLD_S = 0.005
 
 
@@ -97,7 +99,9 @@ class DoorDriver:
 
 
 class _LockPin(MockPin):  # type: ignore[misc]
-    """A lock output whose rising edge opens ``door`` ``open_after`` later, then closes it."""
+    """A lock output whose rising edge opens ``door`` ``open_after`` later; its falling
+    edge closes the door ``hold`` later (or ``hold`` after the opening, if that is later).
+    """
 
     def __init__(
         self,
@@ -113,13 +117,20 @@ class _LockPin(MockPin):  # type: ignore[misc]
         self.driver = driver
         self.open_after = open_after
         self.hold = hold
+        self._opens = 0.0
 
     def _change_state(self, value: Any) -> Any:
         changed = super()._change_state(value)
-        if changed and value and self.door is not None and self.driver is not None:
-            opens = time.monotonic() + self.open_after
-            self.driver.at(opens, self.door.drive_high)
-            self.driver.at(opens + self.hold, self.door.drive_low)
+        if changed and self.door is not None and self.driver is not None:
+            now = time.monotonic()
+            if value:
+                self._opens = now + self.open_after
+                self.driver.at(self._opens, self.door.drive_high)
+            else:
+                # Closing at a fixed time after the rise instead let a pulse that ended
+                # late (its ending thread kept waiting on a busy machine) outlast the
+                # door: the agent then granted without a new pulse, and no door opened.
+                self.driver.at(max(now, self._opens) + self.hold, self.door.drive_low)
         return changed
 
 

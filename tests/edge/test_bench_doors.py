@@ -67,6 +67,43 @@ def test_instant_doors_open_as_granted_and_every_command_is_acked_opened(
             assert door_at - lock_at >= open_after - 0.002
 
 
+def test_a_door_stays_open_while_its_lock_pulses_so_a_grant_without_a_pulse_opens(
+    mqtt_broker, make_config, agents, make_cloud, driver, tmp_path, public_key_file
+) -> None:
+    """A command that arrives while the last pulse still runs is granted without a new
+    pulse (``Cabinet._plan_unlock``): its door must still be open. Before 2026-11-22
+    the door closed a fixed ``hold`` after the rise; a pulse that ended late (its
+    thread kept waiting on a busy machine) outlasted the door, no door opened for the
+    second grant, and the benchmark counted ``not_opened`` (a CI failure). Here the
+    pulse is long on purpose."""
+    import time
+
+    from tests.edge.conftest import config_dict
+
+    compartments = [
+        {**c, "pulse_ms": 300, "max_pulse_ms": 400}
+        for c in config_dict(tmp_path, public_key_file, mqtt_broker.url)["compartments"]
+    ]
+    config = make_config(mqtt_broker.url, compartments=compartments)
+    factory = instant_factory(config, hold=0.005, driver=driver)
+    cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
+    agents(config, pin_factory=factory, kiosk=False)
+    cloud.wait(lambda: any(s.online for s, _ in cloud.statuses), what="birth")
+    first = cloud.unlock_command("a1")
+    cloud.send(first)
+    (ack,) = cloud.wait_ack(first.id)
+    assert ack.outcome == "opened"
+    time.sleep(0.05)  # well past the door's 5 ms, well inside the 300 ms pulse
+    second = cloud.unlock_command("a1")
+    cloud.send(second)
+    (ack,) = cloud.wait_ack(second.id)
+    assert ack.outcome == "opened"
+    cloud.wait_event("door_closed", compartment="a1")
+    assert len(_rises(factory, LOCK_PINS["a1"])) == 1  # the second was granted, not pulsed
+    assert len(_rises(factory, DOOR_PINS["a1"])) == 1
+    assert not [e for e in cloud.events_of("alarm") if e.kind in ("forced_open", "unlock_failed")]
+
+
 def test_door_driver_runs_actions_in_time_order(driver) -> None:
     import threading
     import time
