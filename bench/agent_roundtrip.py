@@ -6,9 +6,10 @@ ack, receipting the cabinet's events every 20 ms as ingest does. The cabinet is,
 turns within one run:
 
 * ``agent``: the real edge agent on mock pins whose doors open as the lock is pulsed
-  and close 5 ms later (``smartlocker.bench.instant_cabinet``, as in ``smartlocker
-  bench unlock``), in a process of its own: signature, expiry and replay checks, three
-  SQLite commits, the ``unlocked``/``door_opened``/``door_closed`` events and the ack;
+  and close 5 ms after it is released (``smartlocker.bench.instant_cabinet``, as in
+  ``smartlocker bench unlock``), in a process of its own: signature, expiry and replay
+  checks, three SQLite commits, the ``unlocked``/``door_opened``/``door_closed`` events
+  and the ack;
 * ``floor``: a process that does only what the hop cannot skip: it takes the command
   at QoS 1, commits one row to SQLite (WAL, ``synchronous=FULL``) and publishes an
   ack at QoS 1 from paho's callback.
