@@ -117,6 +117,36 @@ def test_a_port_of_our_choosing_taken_before_the_first_start_is_exchanged(tmp_pa
             broker.stop()
 
 
+def test_a_port_of_our_choosing_taken_before_the_python_brokers_first_start_is_exchanged(
+    tmp_path, test_pki
+):
+    """As with Mosquitto (a CI run failed on it: between ``free_port`` and the bind,
+    another process's connection had the port as its local one). Here the TLS port is
+    taken: the plain listener the first try had bound lets go of its port, and both
+    ports are exchanged; a restart keeps the new ones."""
+    broker = PythonBroker(tmp_path, tls=test_pki.server)
+    plain = broker.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", broker.tls_port))
+        squatter.listen()
+        taken = broker.tls_port
+        broker.start(timeout=5)
+        try:
+            assert broker.tls_port != taken
+            if broker.port != plain:  # else the new listener bound it, which proves as much
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", plain))
+            _publish_retained(broker, b"here")
+            ports = (broker.port, broker.tls_port)
+            broker.restart(timeout=5)
+            assert (broker.port, broker.tls_port) == ports
+            with _connected(broker) as client:
+                client.subscribe(STATUS)
+                assert client.expect(10).payload == b"here"
+        finally:
+            broker.stop()
+
+
 def test_python_broker_start_failure_says_why(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

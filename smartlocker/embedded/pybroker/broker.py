@@ -12,6 +12,7 @@ sessions, queued messages and retained messages (in memory, for the next
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -73,6 +74,9 @@ class PythonBroker(LoopbackListeners):
                 validate_cabinet_id(name)
         self._port = port or free_port()
         self._tls_port = free_port() if tls is not None else None
+        #: Ports we chose may be chosen again until the first start succeeds (after it,
+        #: clients know them: a restart keeps them), as with MosquittoBroker.
+        self._may_move = port is None
         self._state: BrokerState | None = None
         self._server: MqttServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,9 +104,32 @@ class PythonBroker(LoopbackListeners):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the loop thread and return once the listeners accept connections."""
+        """Start the loop thread and return once the listeners accept connections.
+
+        On a first start with ports of our choosing, a port taken meanwhile (by another
+        process of the machine, even as the local port of its outgoing connection:
+        :func:`free_port` only finds one free) is exchanged for another, up to twice.
+        """
         if self.running:
             raise BrokerError("python broker already running")
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+            except BrokerError as exc:
+                cause = exc.__cause__
+                taken = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+                if not (taken and self._may_move and attempt < 2):
+                    raise
+                logger.info(
+                    "a port of the python broker in %s was taken; choosing others", self.workdir
+                )
+                self._port = free_port()
+                self._tls_port = free_port() if self.tls is not None else None
+                continue
+            self._may_move = False
+            return
+
+    def _start_once(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         settings = ServerSettings(max_packet_size=self.max_packet_size)
         if self._users is not None:
@@ -187,6 +214,8 @@ class PythonBroker(LoopbackListeners):
             loop.run_until_complete(self._listen())
         except BaseException as exc:
             ready.set_exception(exc)
+            if self._server is not None:  # a listener that did start: free its port
+                loop.run_until_complete(self._server.close(abort=True))
             loop.close()
             return
         ready.set_result(None)
