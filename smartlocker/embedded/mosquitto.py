@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,12 +47,51 @@ class BrokerError(RuntimeError):
         self.log_tail = log_tail
 
 
+#: Linux's default range of local ports for outgoing connections, if /proc cannot say.
+_EPHEMERAL_DEFAULT = (32768, 60999)
+#: Ports below this are left to well-known and registered services.
+_LOWEST = 10000
+_random = random.SystemRandom()  # not the random module: tests may seed that one
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    """A TCP port on 127.0.0.1 that nobody listens on right now.
+
+    Taken from outside the kernel's range of ports for outgoing connections when that
+    leaves room: a port from inside it may become the local port of some process's
+    connection before our server binds it (a CI run failed so), which no port outside
+    it can. Other callers of this function may still take it first: the brokers and
+    the database cluster exchange a port taken before their first start.
+    """
+    low, high = _ephemeral_range()
+    outside = [(_LOWEST, low - 1), (high + 1, 65535)]
+    outside = [(a, b) for a, b in outside if a <= b]
+    sizes = [b - a + 1 for a, b in outside]
+    for _ in range(100 if outside else 0):
+        pick = _random.randrange(sum(sizes))
+        for (a, _b), size in zip(outside, sizes, strict=True):
+            if pick < size:
+                port = a + pick
+                break
+            pick -= size
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue  # someone has it: draw again
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.bind((HOST, 0))  # no room outside the range (or all of it taken)
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _EPHEMERAL_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,8 +107,8 @@ class PythonBroker(LoopbackListeners):
         """Start the loop thread and return once the listeners accept connections.
 
         On a first start with ports of our choosing, a port taken meanwhile (by another
-        process of the machine, even as the local port of its outgoing connection:
-        :func:`free_port` only finds one free) is exchanged for another, up to twice.
+        process of the machine: :func:`free_port` only finds one free) is exchanged for
+        another, up to twice, as with Mosquitto.
         """
         if self.running:
             raise BrokerError("python broker already running")
