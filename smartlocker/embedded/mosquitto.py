@@ -64,16 +64,10 @@ def free_port() -> int:
     the database cluster exchange a port taken before their first start.
     """
     low, high = _ephemeral_range()
-    outside = [(_LOWEST, low - 1), (high + 1, 65535)]
-    outside = [(a, b) for a, b in outside if a <= b]
-    sizes = [b - a + 1 for a, b in outside]
-    for _ in range(100 if outside else 0):
-        pick = _random.randrange(sum(sizes))
-        for (a, _b), size in zip(outside, sizes, strict=True):
-            if pick < size:
-                port = a + pick
-                break
-            pick -= size
+    spans = [r for r in (range(_LOWEST, low), range(high + 1, 65536)) if r]
+    for _ in range(100 if spans else 0):
+        span = _random.choices(spans, weights=[len(r) for r in spans])[0]
+        port = _random.choice(span)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((HOST, port))
