@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -101,11 +101,15 @@ class LoopbackListeners:
     """The addresses of a private broker on loopback: a plain port and maybe a TLS one.
 
     Shared by :class:`MosquittoBroker` and the in-process ``PythonBroker``, which set
-    ``_port`` and ``_tls_port``.
+    ``_port``, ``_tls_port``, ``_may_move`` and ``workdir``.
     """
 
     _port: int
     _tls_port: int | None
+    #: Ports we chose may be chosen again until the first start succeeds (after it,
+    #: clients know them: a restart keeps them).
+    _may_move: bool
+    workdir: Path
 
     @property
     def host(self) -> str:
@@ -131,6 +135,26 @@ class LoopbackListeners:
     def tls_url(self) -> str | None:
         """The TLS listener as ``mqtts://host:port``, or None without TLS."""
         return None if self._tls_port is None else f"mqtts://{HOST}:{self._tls_port}"
+
+    def _start_exchanging_ports(
+        self, start_once: Callable[[], None], port_taken: Callable[[BrokerError], bool]
+    ) -> None:
+        """``start_once``; on a first start with ports of our choosing, a port taken
+        meanwhile (``port_taken`` tells from the start's error) is exchanged for another,
+        up to twice: :func:`free_port` only finds one free, and another process of the
+        machine may bind it first."""
+        for attempt in range(3):
+            try:
+                start_once()
+            except BrokerError as exc:
+                if not (self._may_move and attempt < 2 and port_taken(exc)):
+                    raise
+                logger.info("a port of the broker in %s was taken; choosing others", self.workdir)
+                self._port = free_port()
+                self._tls_port = None if self._tls_port is None else free_port()
+                continue
+            self._may_move = False
+            return
 
 
 class MosquittoBroker(LoopbackListeners):
@@ -168,8 +192,6 @@ class MosquittoBroker(LoopbackListeners):
         self._executable = executable or _find("mosquitto")
         self._port = port or free_port()
         self._tls_port = free_port() if tls is not None else None
-        #: Ports we chose may be chosen again until the first start succeeds (after it,
-        #: clients know them: a restart keeps them).
         self._may_move = port is None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -203,24 +225,19 @@ class MosquittoBroker(LoopbackListeners):
     def start(self, timeout: float = 10.0) -> None:
         """Spawn mosquitto and return once every listener accepts connections.
 
-        On a first start with ports of our choosing, a port taken meanwhile (by another
-        process of the machine: :func:`free_port` only finds one free) is exchanged for
-        another, up to twice.
+        On a first start with ports of our choosing, a port taken meanwhile is exchanged
+        for another, up to twice (:meth:`_start_exchanging_ports`).
         """
-        for attempt in range(3):
+        log_offset = 0
+
+        def start_once() -> None:
+            nonlocal log_offset
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            try:
-                self._start_once(timeout, log_offset)
-            except BrokerError:
-                taken = "Address already in use" in self._log_text(log_offset)
-                if not (taken and self._may_move and attempt < 2):
-                    raise
-                logger.info("a port of mosquitto in %s was taken; choosing others", self.workdir)
-                self._port = free_port()
-                self._tls_port = free_port() if self.tls is not None else None
-                continue
-            self._may_move = False
-            return
+            self._start_once(timeout, log_offset)
+
+        self._start_exchanging_ports(
+            start_once, lambda _: "Address already in use" in self._log_text(log_offset)
+        )
 
     def _start_once(self, timeout: float, log_offset: int) -> None:
         """One start; ``log_offset``: where this start's lines begin in the log."""

@@ -74,8 +74,6 @@ class PythonBroker(LoopbackListeners):
                 validate_cabinet_id(name)
         self._port = port or free_port()
         self._tls_port = free_port() if tls is not None else None
-        #: Ports we chose may be chosen again until the first start succeeds (after it,
-        #: clients know them: a restart keeps them), as with MosquittoBroker.
         self._may_move = port is None
         self._state: BrokerState | None = None
         self._server: MqttServer | None = None
@@ -106,28 +104,12 @@ class PythonBroker(LoopbackListeners):
     def start(self, timeout: float = 10.0) -> None:
         """Start the loop thread and return once the listeners accept connections.
 
-        On a first start with ports of our choosing, a port taken meanwhile (by another
-        process of the machine: :func:`free_port` only finds one free) is exchanged for
-        another, up to twice, as with Mosquitto.
+        On a first start with ports of our choosing, a port taken meanwhile is exchanged
+        for another, up to twice (:meth:`_start_exchanging_ports`).
         """
         if self.running:
             raise BrokerError("python broker already running")
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-            except BrokerError as exc:
-                cause = exc.__cause__
-                taken = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
-                if not (taken and self._may_move and attempt < 2):
-                    raise
-                logger.info(
-                    "a port of the python broker in %s was taken; choosing others", self.workdir
-                )
-                self._port = free_port()
-                self._tls_port = free_port() if self.tls is not None else None
-                continue
-            self._may_move = False
-            return
+        self._start_exchanging_ports(lambda: self._start_once(timeout), _address_in_use)
 
     def _start_once(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +239,12 @@ class PythonBroker(LoopbackListeners):
         if self._handler is not None:
             logging.getLogger(__package__).removeHandler(self._handler)
             self._handler = None
+
+
+def _address_in_use(exc: BrokerError) -> bool:
+    """Whether a start failed because a listener's port was taken."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
 
 
 class _TailHandler(logging.Handler):
