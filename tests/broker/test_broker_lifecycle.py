@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,6 +25,23 @@ def _connected(broker, **kwargs):
 def _publish_retained(broker, payload):
     with _connected(broker) as client:
         assert not client.publish(STATUS, payload, qos=1, retain=True).is_failure
+
+
+@contextmanager
+def _listener_on(port: int) -> Iterator[None]:
+    """Someone else listening on ``port``: a port taken before a broker's first start."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        yield
+
+
+def _retained_survives_a_restart(broker) -> None:
+    _publish_retained(broker, b"here")
+    broker.restart(timeout=5)
+    with _connected(broker) as client:
+        client.subscribe(STATUS)
+        assert client.expect(10).payload == b"here"
 
 
 def test_retained_message_survives_stop_and_start(any_fresh_broker):
@@ -100,19 +119,13 @@ def test_a_port_of_our_choosing_taken_before_the_first_start_is_exchanged(tmp_pa
     """``free_port`` only finds a port free; another process may bind it first. Ports
     given by the caller, and ports once started on, are never changed."""
     broker = MosquittoBroker(tmp_path)
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", broker.port))
-        squatter.listen()
-        taken = broker.port
+    taken = broker.port
+    with _listener_on(taken):
         broker.start(timeout=5)
         try:
             assert broker.port != taken
             assert "Address already in use" in broker.log_tail()
-            _publish_retained(broker, b"here")
-            broker.restart(timeout=5)
-            with _connected(broker) as client:
-                client.subscribe(STATUS)
-                assert client.expect(10).payload == b"here"
+            _retained_survives_a_restart(broker)
         finally:
             broker.stop()
 
@@ -125,24 +138,17 @@ def test_a_port_of_our_choosing_taken_before_the_python_brokers_first_start_is_e
     taken: the plain listener the first try had bound lets go of its port, and both
     ports are exchanged; a restart keeps the new ones."""
     broker = PythonBroker(tmp_path, tls=test_pki.server)
-    plain = broker.port
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", broker.tls_port))
-        squatter.listen()
-        taken = broker.tls_port
+    plain, taken = broker.port, broker.tls_port
+    with _listener_on(taken):
         broker.start(timeout=5)
         try:
             assert broker.tls_port != taken
             if broker.port != plain:  # else the new listener bound it, which proves as much
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", plain))
-            _publish_retained(broker, b"here")
             ports = (broker.port, broker.tls_port)
-            broker.restart(timeout=5)
+            _retained_survives_a_restart(broker)
             assert (broker.port, broker.tls_port) == ports
-            with _connected(broker) as client:
-                client.subscribe(STATUS)
-                assert client.expect(10).payload == b"here"
         finally:
             broker.stop()
 
