@@ -47,7 +47,9 @@ from smartlocker.bench.cpu import CpuMeter
 from smartlocker.bench.instant_cabinet import write_agent_config
 from smartlocker.embedded import MosquittoBroker
 from smartlocker.protocol import (
+    Channel,
     Receipt,
+    TopicScheme,
     UnlockCommand,
     encode,
     generate_private_key,
@@ -56,6 +58,7 @@ from smartlocker.protocol import (
 )
 
 COMPARTMENTS = [f"C{j}" for j in range(8)]
+TOPICS = TopicScheme()
 RECEIPT_EVERY_S = 0.02
 
 
@@ -73,7 +76,7 @@ def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, at REAL)")
     host, port = mqtt.rsplit(":", 1)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cabinet, protocol=paho.MQTTv5)
-    acks = f"lockers/{cabinet}/acks"
+    acks = str(TOPICS.topic(cabinet, Channel.ACKS))
 
     def on_message(c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         command_id = json.loads(message.payload)["id"]
@@ -85,7 +88,7 @@ def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(host, int(port))
     _nodelay(client)
-    client.subscribe(f"lockers/{cabinet}/commands", qos=1)
+    client.subscribe(str(TOPICS.topic(cabinet, Channel.COMMANDS)), qos=1)
     client.loop_start()
     if not subscribed.wait(30):  # the broker drops a command no subscription awaits
         raise SystemExit("the floor cabinet's subscription was not acknowledged")
@@ -115,8 +118,8 @@ class _Cloud:
         self.client.on_subscribe = lambda *_: listening.set()
         self.client.connect(broker.host, broker.port)
         _nodelay(self.client)
-        topics = ("acks", "events", "reported")
-        self.client.subscribe([(f"lockers/+/{topic}", 1) for topic in topics])
+        channels = (Channel.ACKS, Channel.EVENTS, Channel.REPORTED)
+        self.client.subscribe([(str(TOPICS.all_cabinets(c)), 1) for c in channels])
         self.client.loop_start()
         if not listening.wait(30):
             raise RuntimeError("the cloud's subscription was not acknowledged")
@@ -124,15 +127,16 @@ class _Cloud:
         self._receipts.start()
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        _, cabinet, topic = msg.topic.split("/")
+        topic = TOPICS.parse(msg.topic)
+        cabinet = topic.cabinet
         body = json.loads(msg.payload)
         with self._cond:
-            if topic == "acks":
+            if topic.channel is Channel.ACKS:
                 self._acks[body["command_id"]] = time.perf_counter()
                 self._cond.notify_all()
-            elif topic == "events":
+            elif topic.channel is Channel.EVENTS:
                 self._top[cabinet] = max(self._top.get(cabinet, 0), int(body["seq"]))
-            elif topic == "reported":
+            elif topic.channel is Channel.REPORTED:
                 self._subscribed.add(cabinet)
                 self._cond.notify_all()
 
@@ -143,7 +147,8 @@ class _Cloud:
                 due = {c: s for c, s in self._top.items() if s > sent.get(c, 0)}
             for cabinet, seq in due.items():
                 receipt = Receipt(cabinet=cabinet, ts=datetime.now(UTC), upto_seq=seq)
-                self.client.publish(f"lockers/{cabinet}/receipts", encode(receipt), qos=1)
+                receipts = str(TOPICS.topic(cabinet, Channel.RECEIPTS))
+                self.client.publish(receipts, encode(receipt), qos=1)
                 sent[cabinet] = seq
 
     def wait_subscribed(self, cabinet: str, timeout: float = 30.0) -> None:
@@ -169,7 +174,7 @@ class _Cloud:
 
     def run(self, cabinet: str, unlocks: int, inflight: int) -> list[float]:
         """``unlocks`` round trips, at most ``inflight`` outstanding; their seconds."""
-        topic = f"lockers/{cabinet}/commands"
+        topic = str(TOPICS.topic(cabinet, Channel.COMMANDS))
         pending: dict[str, float] = {}
         times: list[float] = []
         sent = 0
