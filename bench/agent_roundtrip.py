@@ -12,12 +12,19 @@ turns within one run:
   and the ack;
 * ``floor``: a process that does only what the hop cannot skip: it takes the command
   at QoS 1, commits one row to SQLite (WAL, ``synchronous=FULL``) and publishes an
-  ack at QoS 1 from paho's callback.
+  ack at QoS 1 from paho's callback;
+* ``duties``: a process that does what DESIGN.md's guarantees ask of a cabinet for one
+  unlock, and nothing else, all in paho's callback: the signature and the command's
+  model, then three SQLite commits (the command's record with ``unlocked``, then
+  ``door_opened`` with the ack's result, then ``door_closed``), three events and the
+  ack at QoS 1, and a commit per receipt that drops the receipted events. No threads,
+  no GPIO, no doors: what the agent costs over it is its own design's.
 
 Each is measured one command at a time and with ``--inflight`` commands outstanding;
 reported per turn: round trips per second, p50/p99 (command published → ack
-received), the cabinet's and the broker's CPU ms and context switches per unlock, and
-the agent's figures over the floor's of the same round. Without the API, ingest and
+received), the cabinet's and the broker's CPU ms and context switches per unlock, the
+events the cloud saw per command, and the agent's figures over the floor's and over the
+duties' of the same round. Without the API, ingest and
 PostgreSQL on the same two cores, an agent change shows here in a few seconds.
 
     .venv/bin/python bench/agent_roundtrip.py [--unlocks 1500] [--inflight 8] \\
@@ -36,6 +43,9 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,15 +61,20 @@ from smartlocker.protocol import (
     Receipt,
     TopicScheme,
     UnlockCommand,
+    decode,
     encode,
     generate_private_key,
+    load_public_key,
     public_key_pem,
     sign,
+    verify_payload,
 )
 
 COMPARTMENTS = [f"C{j}" for j in range(8)]
 TOPICS = TopicScheme()
 RECEIPT_EVERY_S = 0.02
+#: Round trips before each cabinet is measured (not counted).
+WARMUP_UNLOCKS = 100
 
 
 def _nodelay(client: paho.Client) -> None:
@@ -94,6 +109,92 @@ def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
         raise SystemExit("the floor cabinet's subscription was not acknowledged")
     print("ready", flush=True)
     sys.stdin.read()  # until the parent closes our stdin
+    client.loop_stop()
+
+
+def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
+    """The duties cabinet: an unlock's durable work and messages, nothing more."""
+    key = load_public_key(Path(public_key))
+    db = sqlite3.connect(
+        Path(workdir) / f"{cabinet}.db", isolation_level=None, check_same_thread=False
+    )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, counter INT, result TEXT)"
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload BLOB)")
+    host, port = mqtt.rsplit(":", 1)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cabinet, protocol=paho.MQTTv5)
+    events = str(TOPICS.topic(cabinet, Channel.EVENTS))
+    acks = str(TOPICS.topic(cabinet, Channel.ACKS))
+    seq = 0
+
+    @contextmanager
+    def commit() -> Iterator[None]:
+        """One durable transaction (the connection autocommits each statement otherwise)."""
+        db.execute("BEGIN")
+        yield
+        db.execute("COMMIT")
+
+    def event(kind: str, compartment: str) -> bytes:
+        nonlocal seq
+        seq += 1
+        body = {
+            "v": 1,
+            "id": uuid.uuid4().hex,
+            "ts": datetime.now(UTC).isoformat(),
+            "cabinet": cabinet,
+            "type": kind,
+            "seq": seq,
+            "compartment": compartment,
+        }
+        payload = json.dumps(body).encode()
+        db.execute("INSERT INTO outbox VALUES (?, ?)", (seq, payload))
+        return payload
+
+    def on_message(c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/receipts"):
+            upto = json.loads(message.payload)["upto_seq"]
+            db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            return
+        verify_payload(message.payload, key)
+        command = decode(Channel.COMMANDS, message.payload)
+        with commit():
+            db.execute("INSERT INTO commands VALUES (?, ?, NULL)", (command.id, command.counter))
+            unlocked = event("unlocked", command.compartment)
+        with commit():
+            opened = event("door_opened", command.compartment)
+            db.execute("UPDATE commands SET result = 'opened' WHERE id = ?", (command.id,))
+        ack = {
+            "v": 1,
+            "id": uuid.uuid4().hex,
+            "ts": datetime.now(UTC).isoformat(),
+            "cabinet": cabinet,
+            "type": "ack",
+            "command_id": command.id,
+            "result": "opened",
+        }
+        c.publish(acks, json.dumps(ack), qos=1)
+        c.publish(events, unlocked, qos=1)
+        c.publish(events, opened, qos=1)
+        with commit():
+            closed = event("door_closed", command.compartment)
+        c.publish(events, closed, qos=1)
+
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(host, int(port))
+    _nodelay(client)
+    client.subscribe(
+        [(str(TOPICS.topic(cabinet, ch)), 1) for ch in (Channel.COMMANDS, Channel.RECEIPTS)]
+    )
+    client.loop_start()
+    if not subscribed.wait(30):
+        raise SystemExit("the duties cabinet's subscription was not acknowledged")
+    print("ready", flush=True)
+    sys.stdin.read()
     client.loop_stop()
 
 
@@ -150,6 +251,17 @@ class _Cloud:
                 receipts = str(TOPICS.topic(cabinet, Channel.RECEIPTS))
                 self.client.publish(receipts, encode(receipt), qos=1)
                 sent[cabinet] = seq
+
+    def top_seq(self, cabinet: str, settle: float = 0.5) -> int:
+        """The highest event seq seen from ``cabinet``, once its events stopped coming."""
+        last = -1
+        while True:
+            with self._cond:
+                top = self._top.get(cabinet, 0)
+            if top == last:
+                return top
+            last = top
+            time.sleep(settle)
 
     def wait_subscribed(self, cabinet: str, timeout: float = 30.0) -> None:
         """Until the agent listens for commands (the broker drops one sent before)."""
@@ -235,10 +347,10 @@ def _turn(
         ]
     else:
         mqtt = f"{broker.host}:{broker.port}"
-        command = [sys.executable, __file__, "--role", "floor", "--mqtt", mqtt]
-        command += ["--workdir", str(work), "--cabinet", cabinet]
-    # The floor says "ready" on stdout; nobody reads the agent's (it writes none).
-    output = subprocess.PIPE if kind == "floor" else subprocess.DEVNULL
+        command = [sys.executable, __file__, "--role", kind, "--mqtt", mqtt]
+        command += ["--workdir", str(work), "--cabinet", cabinet, "--public-key", str(public)]
+    # The floor and duties say "ready" on stdout; nobody reads the agent's (it writes none).
+    output = subprocess.PIPE if kind != "agent" else subprocess.DEVNULL
     child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output, text=True)
     try:
         if kind == "agent":
@@ -246,8 +358,8 @@ def _turn(
         else:
             assert child.stdout is not None
             if child.stdout.readline().strip() != "ready":
-                raise RuntimeError("the floor cabinet did not start")
-        cloud.run(cabinet, 100, 1)  # warm-up
+                raise RuntimeError(f"the {kind} cabinet did not start")
+        cloud.run(cabinet, WARMUP_UNLOCKS, 1)
         meter = CpuMeter({"cabinet": child.pid, "broker": broker.pid or 0})
         result: dict[str, Any] = {}
         for mode, inflight in (("sequential", 1), ("inflight", args.inflight)):
@@ -263,6 +375,10 @@ def _turn(
                 "cpu_ms_per_unlock": meter.stop(len(times)),
                 "context_switches_per_unlock": meter.switches,
             }
+        # Events the cloud saw from this cabinet (its highest seq), per command it was sent.
+        result["events_per_command"] = round(
+            cloud.top_seq(cabinet) / (WARMUP_UNLOCKS + 2 * args.unlocks), 2
+        )
         return result
     finally:
         if child.stdin is not None:
@@ -275,10 +391,10 @@ def _turn(
 
 
 def _ratios(agent: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
-    """The agent's figures over the floor's, per mode."""
+    """The agent's figures over another cabinet's (the floor's, the duties'), per mode."""
     out: dict[str, Any] = {}
-    for mode, a in agent.items():
-        f = floor[mode]
+    for mode in ("sequential", "inflight"):
+        a, f = agent[mode], floor[mode]
         out[mode] = {
             "p50": round(a["p50_ms"] / f["p50_ms"], 2),
             "unlocks_per_s": round(a["unlocks_per_s"] / f["unlocks_per_s"], 2),
@@ -297,7 +413,8 @@ def _ratios(agent: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["floor"])
+    parser.add_argument("--role", choices=["floor", "duties"])
+    parser.add_argument("--public-key")
     parser.add_argument("--mqtt")
     parser.add_argument("--workdir")
     parser.add_argument("--cabinet")
@@ -308,6 +425,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "floor":
         return run_floor(args.mqtt, args.workdir, args.cabinet)
+    if args.role == "duties":
+        return run_duties(args.mqtt, args.workdir, args.cabinet, args.public_key)
 
     work = Path(tempfile.mkdtemp(prefix="slagentrt-", dir="/tmp"))
     broker = MosquittoBroker(work / "broker")
@@ -321,10 +440,16 @@ def main() -> None:
         for n in range(args.rounds):
             turns = {
                 kind: _turn(kind, f"rt-{kind}-{n}", work, broker, cloud, public, args)
-                for kind in (("agent", "floor") if n % 2 == 0 else ("floor", "agent"))
+                for kind in (
+                    ("agent", "duties", "floor") if n % 2 == 0 else ("floor", "duties", "agent")
+                )
             }
             report["rounds"].append(
-                {**turns, "agent_over_floor": _ratios(turns["agent"], turns["floor"])}
+                {
+                    **turns,
+                    "agent_over_floor": _ratios(turns["agent"], turns["floor"]),
+                    "agent_over_duties": _ratios(turns["agent"], turns["duties"]),
+                }
             )
         text = json.dumps(report, indent=2)
         print(text)

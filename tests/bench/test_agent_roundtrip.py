@@ -1,5 +1,6 @@
-"""``bench/agent_roundtrip.py``, small: both cabinets answer every command, and the
-report compares them round by round."""
+"""``bench/agent_roundtrip.py``, small: the three cabinets answer every command, the
+agent and the duties cabinet send their three events per unlock, and the report
+compares the agent with the others round by round."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_agent_and_the_floor_each_ack_every_command(tmp_path: Path) -> None:
+def test_the_agent_the_duties_and_the_floor_each_ack_every_command(tmp_path: Path) -> None:
     out = tmp_path / "agent.json"
     run = subprocess.run(
         [
@@ -27,7 +28,7 @@ def test_the_agent_and_the_floor_each_ack_every_command(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert len(report["rounds"]) == 2
     for turn in report["rounds"]:
-        for kind in ("agent", "floor"):
+        for kind in ("agent", "duties", "floor"):
             # A run that missed an ack raises (no report): every command was answered.
             assert turn[kind]["sequential"]["inflight"] == 1
             assert turn[kind]["inflight"]["inflight"] == 4
@@ -35,6 +36,11 @@ def test_the_agent_and_the_floor_each_ack_every_command(tmp_path: Path) -> None:
                 figures = turn[kind][mode]
                 assert figures["unlocks_per_s"] > 0
                 assert {"cabinet", "broker"} <= figures["cpu_ms_per_unlock"].keys()
-        ratios = turn["agent_over_floor"]
-        assert ratios["sequential"]["p50"] > 0
-        assert ratios["inflight"]["unlocks_per_s"] > 0
+        # unlocked, door_opened, door_closed for each of the 100 + 2 x 30 commands; the
+        # agent also reports its boot.
+        assert turn["duties"]["events_per_command"] == 3.0
+        assert turn["agent"]["events_per_command"] >= 3.0
+        assert turn["floor"]["events_per_command"] == 0.0
+        for ratios in (turn["agent_over_floor"], turn["agent_over_duties"]):
+            assert ratios["sequential"]["p50"] > 0
+            assert ratios["inflight"]["unlocks_per_s"] > 0
