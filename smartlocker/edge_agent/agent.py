@@ -1,8 +1,9 @@
 """The agent: wires the cabinet, the MQTT link, the kiosk and one worker thread.
 
 Threads: the worker, which drives the MQTT connection (:meth:`Link.step`: paho's
-callbacks queue deliveries), applies the deliveries and ticks the clock; a
-short-lived one per connection attempt; gpiozero's callback threads and the
+callbacks queue deliveries), applies the deliveries and the door edges and ticks the
+clock; a short-lived one per connection attempt; gpiozero's callback threads, which
+only queue door edges for the worker and wake it; each lock's pulse ender; the
 kiosk's request threads (take the cabinet's lock). Every change of state happens
 under :attr:`Cabinet.mutex`; the worker never holds it while it waits on the network.
 """
@@ -31,8 +32,8 @@ __all__ = ["Agent", "run_until_signal"]
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
-#: How long the worker lets waiting door edges take the state lock before it publishes.
-DOOR_FIRST_S = 0.05
+#: At most this many more deliveries are applied before what they committed is published.
+BURST = 16
 
 
 class Agent:
@@ -50,7 +51,8 @@ class Agent:
         self._pin_factory = pin_factory
         self._clock = clock
         self._with_kiosk = kiosk
-        #: Deliveries from paho's callbacks, which run on the worker (in Link.step).
+        #: Deliveries from paho's callbacks, which run on the worker (in Link.step), and
+        #: door edges from gpiozero's threads (``("door", compartment, is_open, at)``).
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -69,6 +71,14 @@ class Agent:
             return
         if self.link is not None:
             self.link.pump()
+
+    def _door_edge(self, compartment: str, is_open: bool, at: float) -> None:
+        """A door edge from gpiozero's thread: the worker records it (see
+        :meth:`Cabinet.door_input`)."""
+        self._inbox.put(("door", compartment, is_open, at))
+        link = self.link
+        if link is not None and threading.current_thread() is not self._worker:
+            link.wake()
 
     def send_unstored_ack(self, payload: bytes) -> None:
         if self.link is not None:
@@ -101,6 +111,7 @@ class Agent:
             )
             self.cabinet.open()
             self.link = Link(self.config, self.cabinet, deliver=self._inbox.put)
+            self.cabinet.door_edges = self._door_edge
             if self._with_kiosk:
                 self.kiosk = KioskServer(
                     self.config.kiosk_address, self.cabinet, online=self._online
@@ -144,9 +155,9 @@ class Agent:
         while not self._stop.is_set():
             item = self._take()
             if item is None:
-                # Nothing delivered: the network's turn, without the state lock (door
-                # edges and the kiosk take it meanwhile). It returns when a packet came
-                # or went, or after TICK_S; what came is in the inbox now.
+                # Nothing delivered: the network's turn, without the state lock (the
+                # kiosk takes it meanwhile). It returns when a packet came or went, a
+                # door edge was queued, or after TICK_S; what came is in the inbox now.
                 try:
                     link.step(TICK_S)
                 except Exception:
@@ -158,7 +169,7 @@ class Agent:
             try:
                 with cabinet.mutex:
                     if item is not None:
-                        self._handle(item)
+                        self._handle_burst(item)
                     now = cabinet.clock.monotonic()
                     if now >= next_tick:
                         next_tick = now + TICK_S
@@ -166,10 +177,35 @@ class Agent:
                         link.check_progress()
             except Exception:
                 # A bug or a failing disk must not stop the worker; the traceback is logged.
-                logger.exception("agent worker: %r failed", item and item[0])
+                logger.exception("agent worker: the clock's tick failed")
             if self._kick_deferred:
                 self._kick_deferred = False
                 self._publish_deferred(cabinet)
+
+    def _handle_burst(self, item: Delivery) -> None:
+        """Apply ``item`` and what else waits (up to :data:`BURST` more), under the lock.
+
+        After a delivery that committed something to send (an unlock), one yield of
+        the interpreter lets a door thread with an edge ready queue it: the door that
+        opens with the pulse is recorded, and its ack published, together with the
+        ``unlocked`` event, the ack first, instead of one publication after the other.
+        """
+        self._handle_logged(item)
+        if self._kick_deferred:
+            time.sleep(0)
+        for _ in range(BURST):
+            more = self._take()
+            if more is None:
+                return
+            self._handle_logged(more)
+
+    def _handle_logged(self, item: Delivery) -> None:
+        try:
+            self._handle(item)
+        except Exception:
+            # A bug or a failing disk must not stop the worker, nor cost the deliveries
+            # after this one; the traceback is logged.
+            logger.exception("agent worker: %r failed", item[0])
 
     def _take(self) -> Delivery | None:
         """The next delivery, if one is waiting."""
@@ -179,20 +215,7 @@ class Agent:
             return None
 
     def _publish_deferred(self, cabinet: Cabinet) -> None:
-        """Publish what the worker committed, after it left the state lock.
-
-        Door edges go first: the opening that resolves the command just handled (a
-        door that opens at once, or one already open) records its event and ack
-        and publishes them, the ack first, instead of waiting while the worker
-        publishes the `unlocked` event. One yield of the interpreter lets a door
-        thread that is ready run; one already waiting for the lock is waited for,
-        for at most ``DOOR_FIRST_S``. Nothing committed waits longer for that: the
-        door's thread publishes whatever is committed, too.
-        """
-        time.sleep(0)
-        deadline = time.monotonic() + DOOR_FIRST_S
-        while cabinet.doors_waiting and time.monotonic() < deadline:
-            time.sleep(0)
+        """Publish what the worker committed (acks first), after it applied a burst."""
         try:
             with cabinet.mutex:
                 if self.link is not None:
@@ -213,6 +236,9 @@ class Agent:
             elif channel is Channel.RECEIPTS:
                 self.cabinet.handle_receipt(payload)
                 self.link.pump()
+        elif kind == "door":
+            _, compartment, is_open, at = item
+            self.cabinet.record_door(compartment, is_open, at)
         elif kind == "up":
             self.link.link_up(item[1])
         elif kind == "puback":

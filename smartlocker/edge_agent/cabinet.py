@@ -61,7 +61,7 @@ from .hardware import DoorSensor, Lock
 from .sensors import read_temperature
 from .store import BOOKKEEPING_MAX_AGE_S, Store
 
-__all__ = ["Cabinet", "Clock", "CodeResult", "Outlet", "SystemClock"]
+__all__ = ["Cabinet", "Clock", "CodeResult", "DoorEdges", "Outlet", "SystemClock"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+#: Takes a door edge: compartment, whether it is open, ``clock.monotonic()`` of the edge.
+DoorEdges = Callable[[str, bool, float], None]
 
 
 class Outlet(Protocol):
@@ -141,9 +145,10 @@ class Cabinet:
         self.clock: Clock = clock or SystemClock()
         self.outlet: Outlet = outlet or _NoOutlet()
         self.mutex = threading.RLock()
-        #: Door edges whose threads wait for :attr:`mutex` (see :attr:`doors_waiting`).
-        self._doors_waiting = 0
-        self._doors_waiting_lock = threading.Lock()
+        #: Where door edges go, with the time they happened, instead of being recorded
+        #: on gpiozero's thread (the agent queues them for its worker: see
+        #: :meth:`door_input`). None: recorded at once, under :attr:`mutex`.
+        self.door_edges: DoorEdges | None = None
         self.monitor = DoorMonitor(list(config.compartments))
         self.locks: dict[str, Lock] = {}
         self.sensors: dict[str, DoorSensor] = {}
@@ -291,25 +296,27 @@ class Cabinet:
 
     # -- hardware inputs and time ----------------------------------------------------
 
-    @property
-    def doors_waiting(self) -> int:
-        """How many door edges wait for the state lock now (the worker lets them go first)."""
-        return self._doors_waiting
-
     def door_input(self, compartment: str, is_open: bool) -> None:
-        """A door sensor edge (gpiozero's thread)."""
-        with self._doors_waiting_lock:
-            self._doors_waiting += 1
-        try:
-            self.mutex.acquire()
-        finally:
-            with self._doors_waiting_lock:
-                self._doors_waiting -= 1
-        try:
-            if self._open:
-                self._apply(self.monitor.raw(compartment, is_open, self.clock.monotonic()))
-        finally:
-            self.mutex.release()
+        """A door sensor edge (gpiozero's thread), stamped with the time it happened.
+
+        Handed to :attr:`door_edges` if set: the agent's worker records it with the
+        rest of the cabinet's work, so gpiozero's thread and the worker do not take
+        turns at the state lock and the interpreter lock for every edge (each turn a
+        context switch). Otherwise recorded here, under :attr:`mutex`.
+        """
+        at = self.clock.monotonic()
+        sink = self.door_edges
+        if sink is not None:
+            sink(compartment, is_open, at)
+            return
+        with self.mutex:
+            self.record_door(compartment, is_open, at)
+
+    def record_door(self, compartment: str, is_open: bool, at: float) -> None:
+        """Record a door edge seen at ``at`` (``clock.monotonic()``); the caller holds
+        :attr:`mutex`. Its events and the acks it resolves commit together."""
+        if self._open:
+            self._apply(self.monitor.raw(compartment, is_open, at))
 
     def tick(self) -> None:
         """Time passed: debounce, grant windows, held-open, lock watchdog, telemetry."""

@@ -88,6 +88,11 @@ class Link:
         self._reported_due = 0.0
         self._acks_in_flight: set[str] = set()
         self._stop = threading.Event()
+        #: Set by :meth:`wake` and at the end of a connection attempt: ends the worker's
+        #: wait while it is not connected.
+        self._nudge = threading.Event()
+        #: Set by the connector thread once its attempt is over (its error recorded).
+        self._attempt_over = threading.Event()
         #: The thread of the connection attempt under way, if any (see :meth:`step`).
         self._connector: threading.Thread | None = None
         self._connect_error: BaseException | None = None
@@ -193,6 +198,18 @@ class Link:
             self._ready = False
             self._socket_up = False
 
+    def wake(self) -> None:
+        """Make the worker's :meth:`step` return now: another thread queued it work.
+
+        Connected, through paho's own wake-up socket (what ``publish()`` writes to);
+        not connected (between attempts, or during one), through an event.
+        """
+        self._nudge.set()
+        wakeup = self._client._sockpairW
+        if wakeup is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                wakeup.send(b"\0")
+
     # -- the network, driven by the worker ---------------------------------------
 
     def step(self, timeout: float) -> None:
@@ -224,15 +241,20 @@ class Link:
         if connector is None:
             wait = self._connect_at - time.monotonic()
             if wait > 0:
-                self._stop.wait(min(timeout, wait))
+                self._nudge.wait(min(timeout, wait))
+                self._nudge.clear()
                 return
             self._connect_error = None
+            self._attempt_over.clear()
             connector = threading.Thread(target=self._connect, name="mqtt-connect", daemon=True)
             self._connector = connector
             connector.start()
-        connector.join(timeout)
-        if connector.is_alive():
-            return
+        if not self._attempt_over.is_set():
+            # Until the attempt ends (it nudges), a wake-up, or the round is over.
+            self._nudge.wait(timeout)
+            self._nudge.clear()
+            if not self._attempt_over.is_set():
+                return
         self._connector = None
         error = self._connect_error
         if error is None:
@@ -270,6 +292,9 @@ class Link:
                 logger.exception("connection attempt failed")
             self._client._reset_sockets(sockpair_only=False)
             self._connect_error = exc
+        finally:
+            self._attempt_over.set()
+            self._nudge.set()
 
     # -- paho callbacks (in step, on the worker; never take the cabinet's lock) ----
 

@@ -290,51 +290,64 @@ def test_door_changes_refresh_the_reported_snapshot_at_most_once_per_interval(
     assert len(cloud.reported) == before + 2
 
 
-def test_a_door_edge_waiting_for_the_lock_is_recorded_and_acked_before_the_worker_publishes(
+def test_a_door_edge_is_recorded_by_the_worker_and_its_ack_leaves_before_unlocked(
     mqtt_broker, make_config, agents, make_cloud, mock_factory, monkeypatch
 ) -> None:
-    """The worker publishes what a command committed only after it left the state lock,
-    and lets a door edge that waits for the lock go first: the ack of a door that opens
-    at once leaves before the `unlocked` event, not after it."""
+    """gpiozero's thread only queues a door edge for the worker, stamped with its time;
+    an edge queued while the worker handles the command that pulsed the lock is recorded
+    before the worker publishes: the ack of a door that opens at once leaves before the
+    `unlocked` event, not after it."""
     import json
     import threading
 
     from gpiozero.pins.mock import MockPin
 
     import smartlocker.edge_agent.agent as agent_module
+    from smartlocker.edge_agent.cabinet import Cabinet
     from smartlocker.edge_agent.link import Link
     from tests.edge.conftest import LOCK_PINS
 
-    monkeypatch.setattr(agent_module, "DOOR_FIRST_S", 10.0)  # no bound in this test
+    # No tick meanwhile: its poll of the sensors would record the opening, too.
+    monkeypatch.setattr(agent_module, "TICK_S", 30.0)
     door = mock_factory.pin(DOOR_PINS["a1"])
-    waiting = threading.Event()
+    queued = threading.Event()
+    recorded_on: list[str] = []
 
     class OpeningLock(MockPin):
-        """Energised: a door thread opens the door and waits for the state lock, which
-        the worker (pulsing) holds; the pulse returns once that thread waits."""
+        """Energised: another thread opens the door; the pulse returns once that
+        thread has queued the edge (the worker is still handling the command)."""
 
         agent = None
 
         def _change_state(self, value):
             changed = super()._change_state(value)
             if changed and value and self.agent is not None:
+                sink = self.agent.cabinet.door_edges
+
+                def queue(compartment: str, is_open: bool, at: float) -> None:
+                    sink(compartment, is_open, at)
+                    queued.set()
+
+                self.agent.cabinet.door_edges = queue
                 threading.Thread(target=door.drive_high, daemon=True).start()
-                deadline = time.monotonic() + 5
-                while self.agent.cabinet.doors_waiting < 1 and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                if self.agent.cabinet.doors_waiting:
-                    waiting.set()
+                queued.wait(5)
             return changed
 
     mock_factory.pin(LOCK_PINS["a1"], pin_class=OpeningLock)
     published: list[tuple[str, dict]] = []
-    original = Link._publish
+    original_publish = Link._publish
+    original_record = Cabinet.record_door
 
     def recording(self, channel, payload):
         published.append((channel.value, json.loads(payload)))
-        return original(self, channel, payload)
+        return original_publish(self, channel, payload)
+
+    def record_door(self, compartment, is_open, at):
+        recorded_on.append(threading.current_thread().name)
+        return original_record(self, compartment, is_open, at)
 
     monkeypatch.setattr(Link, "_publish", recording)
+    monkeypatch.setattr(Cabinet, "record_door", record_door)
     cloud = make_cloud(mqtt_broker.host, mqtt_broker.port)
     agent = agents(make_config(mqtt_broker.url))
     OpeningLock.agent = agent
@@ -343,10 +356,11 @@ def test_a_door_edge_waiting_for_the_lock_is_recorded_and_acked_before_the_worke
     command = cloud.unlock_command("a1")
     cloud.send(command)
     (ack,) = cloud.wait_ack(command.id)
-    assert waiting.is_set()
+    assert queued.is_set()
     assert ack.outcome == "opened"
     (opened,) = cloud.wait_event("door_opened", compartment="a1")
     assert opened.granted is True
+    assert recorded_on == ["agent-worker"]
     assert not [e for e in cloud.events_of("alarm") if e.kind == "forced_open"]
     order = [
         channel
@@ -357,36 +371,33 @@ def test_a_door_edge_waiting_for_the_lock_is_recorded_and_acked_before_the_worke
     close_door(mock_factory, "a1")
 
 
-def test_deferred_publishing_waits_for_waiting_door_edges_but_not_for_ever(
-    make_config, monkeypatch
+def test_the_worker_applies_a_bounded_burst_and_a_failing_delivery_costs_no_other(
+    make_config, caplog
 ) -> None:
-    """The worker's wait for door edges (``Agent._publish_deferred``): it polls until no
-    edge waits for the lock, and gives up after ``DOOR_FIRST_S``."""
-    import threading
+    """What waits in the inbox is applied before publishing, at most ``BURST`` more
+    than the first; a delivery that fails is logged and the next ones still apply."""
+    import logging
 
-    import smartlocker.edge_agent.agent as agent_module
     from smartlocker.edge_agent import Agent
-
-    class Cabinet:
-        def __init__(self, waiting_polls: int) -> None:
-            self.mutex = threading.RLock()
-            self.left = waiting_polls
-            self.polls = 0
-
-        @property
-        def doors_waiting(self) -> int:
-            self.polls += 1
-            if self.left:
-                self.left -= 1
-                return 1
-            return 0
+    from smartlocker.edge_agent.agent import BURST
 
     agent = Agent(make_config("mqtt://127.0.0.1:1"))  # never started: no link
-    cabinet = Cabinet(waiting_polls=20)
-    agent._publish_deferred(cabinet)  # type: ignore[arg-type]
-    assert cabinet.polls == 21
-    monkeypatch.setattr(agent_module, "DOOR_FIRST_S", 0.05)
-    stuck = Cabinet(waiting_polls=10**9)
-    started = time.monotonic()
-    agent._publish_deferred(stuck)  # type: ignore[arg-type]
-    assert 0.05 <= time.monotonic() - started < 2.0
+    applied: list[int] = []
+
+    def handle(item):
+        if item[1] == 3:
+            raise RuntimeError("a bug in one delivery")
+        applied.append(item[1])
+
+    agent._handle = handle  # type: ignore[method-assign]
+    for n in range(1, BURST + 10):
+        agent._inbox.put(("message", n))
+    with caplog.at_level(logging.ERROR, logger="smartlocker.edge_agent.agent"):
+        agent._handle_burst(("message", 0))
+    assert applied == [n for n in range(BURST + 1) if n != 3]
+    assert "'message' failed" in caplog.text
+    assert "a bug in one delivery" in caplog.text
+    left = []
+    while (item := agent._take()) is not None:
+        left.append(item[1])
+    assert left == list(range(BURST + 1, BURST + 10))

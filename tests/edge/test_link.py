@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -53,8 +54,11 @@ def test_wrong_password_keeps_retrying_and_serves_offline(
     assert agent.link is not None
     assert not agent.link.connected
     assert agent.cabinet is not None
-    # Events still go to the outbox.
+    # Events still go to the outbox (the worker records the edge between attempts).
     mock_factory.pin(DOOR_PINS["a1"]).drive_high()
+    deadline = time.monotonic() + 5.0
+    while agent.cabinet.call(agent.store.outbox_depth) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert agent.cabinet.call(agent.store.outbox_depth) >= 3  # boot, door_opened, alarm
 
 
@@ -279,3 +283,34 @@ def test_a_connection_attempt_that_hangs_never_holds_up_the_worker(
         for c in fillers:
             c.close()
         server.close()
+
+
+def test_wake_ends_the_workers_wait_between_connection_attempts(tmp_path, public_key_file) -> None:
+    """Offline, the worker waits in :meth:`Link.step` for the next attempt; a door edge
+    queued meanwhile (:meth:`Link.wake`) ends the wait at once, not after the round."""
+    config = parse_config(config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1"))
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    link = Link(config, cabinet, deliver=lambda _item: None)
+    try:
+        link._connect_at = time.monotonic() + 60.0  # the next attempt is a minute away
+        started = time.monotonic()
+        link.step(0.3)  # nothing wakes it: the whole round
+        assert time.monotonic() - started >= 0.29
+        timer = threading.Timer(0.05, link.wake)
+        timer.start()
+        started = time.monotonic()
+        link.step(5.0)
+        assert time.monotonic() - started < 2.0
+        timer.join()
+        started = time.monotonic()
+        link.step(0.3)  # the wake-up was used up
+        assert time.monotonic() - started >= 0.29
+    finally:
+        link.stop(timeout=0.1)
+        cabinet.close()
+        store.close()
+        factory.reset()
