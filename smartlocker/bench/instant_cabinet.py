@@ -74,8 +74,10 @@ class DoorDriver:
     def at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` on the driver's thread at ``when`` (``time.monotonic``)."""
         with self._cond:
+            wakes_sooner = not self._due or when < self._due[0][0]
             heapq.heappush(self._due, (when, next(self._order), action))
-            self._cond.notify()
+            if wakes_sooner:  # else the thread wakes before ``when`` anyway
+                self._cond.notify()
 
     def close(self) -> None:
         """Stop the thread; actions still due are dropped."""
