@@ -209,3 +209,22 @@ def test_instant_cabinet_runs_each_agent_in_a_process_of_its_own(
         time.sleep(0.05)
     for cloud in clouds:
         cloud.wait_event("shutdown")
+
+
+def test_door_driver_runs_later_actions_it_was_not_woken_for(driver) -> None:
+    """An action due after the one the driver's thread waits for does not wake it; it
+    still runs, on time, once the earlier one has."""
+    import threading
+    import time
+
+    done = threading.Event()
+    ran: dict[str, float] = {}
+    start = time.monotonic()
+    driver.at(start + 0.05, lambda: ran.setdefault("first", time.monotonic()))
+    time.sleep(0.01)  # the thread now waits for "first"
+    driver.at(start + 0.10, lambda: ran.setdefault("second", time.monotonic()))
+    driver.at(start + 0.15, lambda: (ran.setdefault("third", time.monotonic()), done.set()))
+    assert done.wait(5)
+    assert list(ran) == ["first", "second", "third"]
+    assert ran["second"] >= start + 0.10
+    assert ran["third"] >= start + 0.15
