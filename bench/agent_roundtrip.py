@@ -14,11 +14,11 @@ turns within one run:
   at QoS 1, commits one row to SQLite (WAL, ``synchronous=FULL``) and publishes an
   ack at QoS 1 from paho's callback;
 * ``duties``: a process that does what DESIGN.md's guarantees ask of a cabinet for one
-  unlock, and nothing else, all in paho's callback: the signature and the command's
-  model, then three SQLite commits (the command's record with ``unlocked``, then
-  ``door_opened`` with the ack's result, then ``door_closed``), three events and the
-  ack at QoS 1, and a commit per receipt that drops the receipted events. No threads,
-  no GPIO, no doors: what the agent costs over it is its own design's.
+  unlock, and nothing else, all in paho's callback: the signature, the command's model,
+  its cabinet, expiry and counter, then three SQLite commits (the command's record with
+  ``unlocked``, then ``door_opened`` with the ack's result, then ``door_closed``), three
+  events and the ack at QoS 1, and a commit per receipt that drops the receipted events.
+  No threads, no GPIO, no doors: what the agent costs over it is its own design's.
 
 Each is measured one command at a time and with ``--inflight`` commands outstanding;
 reported per turn: round trips per second, p50/p99 (command published → ack
@@ -129,6 +129,7 @@ def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
     events = str(TOPICS.topic(cabinet, Channel.EVENTS))
     acks = str(TOPICS.topic(cabinet, Channel.ACKS))
     seq = 0
+    counters: set[int] = set()
 
     @contextmanager
     def commit() -> Iterator[None]:
@@ -160,6 +161,12 @@ def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
             return
         verify_payload(message.payload, key)
         command = decode(Channel.COMMANDS, message.payload)
+        # Its cabinet, not expired, not replayed (the agent's checks, at their cheapest).
+        if command.cabinet != cabinet or command.expires <= datetime.now(UTC):
+            raise SystemExit(f"the duties cabinet got a command it must refuse: {command.id}")
+        if command.counter in counters:
+            raise SystemExit(f"the duties cabinet got a replayed counter: {command.counter}")
+        counters.add(command.counter)
         with commit():
             db.execute("INSERT INTO commands VALUES (?, ?, NULL)", (command.id, command.counter))
             unlocked = event("unlocked", command.compartment)
@@ -173,7 +180,7 @@ def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
             "cabinet": cabinet,
             "type": "ack",
             "command_id": command.id,
-            "result": "opened",
+            "outcome": "opened",
         }
         c.publish(acks, json.dumps(ack), qos=1)
         c.publish(events, unlocked, qos=1)
