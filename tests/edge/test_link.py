@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,25 @@ from smartlocker.edge_agent import Cabinet, Store, parse_config
 from smartlocker.edge_agent.link import Link
 from smartlocker.protocol import Channel, Receipt, TopicScheme, encode, load_public_key
 from tests.edge.conftest import DOOR_PINS, config_dict
+
+
+@contextlib.contextmanager
+def _link_alone(tmp_path: Any, public_key_file: Any, mqtt_url: str) -> Iterator[Link]:
+    """A cabinet's link on mock pins with no agent around it, driven by the test."""
+    config = parse_config(config_dict(tmp_path / "data", public_key_file, mqtt_url))
+    store = Store(config.database_path)
+    factory = MockFactory()
+    cabinet = Cabinet(
+        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
+    )
+    link = Link(config, cabinet, deliver=lambda _item: None)
+    try:
+        yield link
+    finally:
+        link.stop(timeout=0.1)
+        cabinet.close()
+        store.close()
+        factory.reset()
 
 
 def test_tls_credentials_acl_and_commands(secure_broker, make_config, agents, make_cloud):
@@ -253,33 +273,21 @@ def test_a_connection_attempt_that_hangs_never_holds_up_the_worker(
             c.connect(("127.0.0.1", port))
         fillers.append(c)
     time.sleep(0.2)
-    config = parse_config(
-        config_dict(tmp_path / "data", public_key_file, f"mqtt://127.0.0.1:{port}")
-    )
-    store = Store(config.database_path)
-    factory = MockFactory()
-    cabinet = Cabinet(
-        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
-    )
-    link = Link(config, cabinet, deliver=lambda _item: None)
     try:
-        link.start()
-        rounds = []
-        hung = 0
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            link.step(0.05)
-            rounds.append(time.monotonic() - started)
-            hung += link._connector is not None and link._connector.is_alive()
-        assert hung >= 10  # the attempt was under way, hanging, most of the time
-        assert max(rounds) < 0.5
-        assert not link.connected
+        with _link_alone(tmp_path, public_key_file, f"mqtt://127.0.0.1:{port}") as link:
+            link.start()
+            rounds = []
+            hung = 0
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                link.step(0.05)
+                rounds.append(time.monotonic() - started)
+                hung += link._connector is not None and link._connector.is_alive()
+            assert hung >= 10  # the attempt was under way, hanging, most of the time
+            assert max(rounds) < 0.5
+            assert not link.connected
     finally:
-        link.stop(timeout=0.1)
-        cabinet.close()
-        store.close()
-        factory.reset()
         for c in fillers:
             c.close()
         server.close()
@@ -288,14 +296,7 @@ def test_a_connection_attempt_that_hangs_never_holds_up_the_worker(
 def test_wake_ends_the_workers_wait_between_connection_attempts(tmp_path, public_key_file) -> None:
     """Offline, the worker waits in :meth:`Link.step` for the next attempt; a door edge
     queued meanwhile (:meth:`Link.wake`) ends the wait at once, not after the round."""
-    config = parse_config(config_dict(tmp_path / "data", public_key_file, "mqtt://127.0.0.1:1"))
-    store = Store(config.database_path)
-    factory = MockFactory()
-    cabinet = Cabinet(
-        config, store, public_key=load_public_key(public_key_file), pin_factory=factory
-    )
-    link = Link(config, cabinet, deliver=lambda _item: None)
-    try:
+    with _link_alone(tmp_path, public_key_file, "mqtt://127.0.0.1:1") as link:
         link._connect_at = time.monotonic() + 60.0  # the next attempt is a minute away
         started = time.monotonic()
         link.step(0.3)  # nothing wakes it: the whole round
@@ -309,8 +310,3 @@ def test_wake_ends_the_workers_wait_between_connection_attempts(tmp_path, public
         started = time.monotonic()
         link.step(0.3)  # the wake-up was used up
         assert time.monotonic() - started >= 0.29
-    finally:
-        link.stop(timeout=0.1)
-        cabinet.close()
-        store.close()
-        factory.reset()
