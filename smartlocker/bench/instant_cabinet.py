@@ -5,11 +5,12 @@ lock opens the door ``open_after`` later (default 0: as the lock is energised), 
 door closes ``hold`` after the lock is released (never while the bolt is still drawn: a
 grant the agent gives without a new pulse, because the lock still pulses, finds its door
 open, as a person waiting at the cabinet would). The door pins are driven by one thread
-per process (:class:`DoorDriver`), never by the thread that pulses the lock: the agent's
-door callback then waits for the cabinet's state lock, which the worker holds until it
-has recorded the grant, so even an instant opening counts as granted (a real door opens
-tens of milliseconds after the bolt moves). Nothing polls, unlike the simulator's world
-(a 5 ms loop), and no thread is started per pulse, so the doors add next to no latency.
+per process (:class:`DoorDriver`), never by the thread that pulses the lock, as
+gpiozero's own thread reports a real door: the agent's door callback queues the edge
+for its worker, which records it after the grant it is recording, so even an instant
+opening counts as granted (a real door opens tens of milliseconds after the bolt
+moves). Nothing polls, unlike the simulator's world (a 5 ms loop), and no thread is
+started per pulse, so the doors add next to no latency.
 Everything else is the real agent (signature and replay checks, SQLite outbox, acks,
 events).
 
