@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
 from smartlocker.cloud.api.auth import Role, create_key
 from smartlocker.simulators.stack import Stack
@@ -84,9 +84,17 @@ class World:
             timeout=30,
         )
 
-    def page(self, key: str, path: str = "/dashboard/") -> Page:
-        """A fresh tab (its own sessionStorage) signed in with ``key``, at ``path``."""
+    def page(
+        self,
+        key: str,
+        path: str = "/dashboard/",
+        setup: Callable[[BrowserContext], None] | None = None,
+    ) -> Page:
+        """A fresh tab (its own sessionStorage) signed in with ``key``, at ``path``;
+        ``setup`` gets its context first (to route its requests, say)."""
         context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        if setup is not None:
+            setup(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
@@ -204,6 +212,44 @@ def test_the_grid_follows_a_courier_deposit_without_reload(world: World) -> None
     row.locator("a").first.click()
     expect(page.locator("#history")).to_contain_text("deposited")
     expect(page.locator("#resend")).to_be_visible()
+    assert world.errors[page] == []
+    page.context.close()
+
+
+def test_a_change_made_before_the_live_feed_connects_still_reaches_the_grid(
+    world: World,
+) -> None:
+    """The page reads its data while its live feed is still connecting: a change in
+    between sends the page no note, so the feed's first ``hello`` makes it read again."""
+    held: list[Route] = []
+    page = world.page(
+        world.operator_a,
+        "/dashboard/cabinets/alpha-01",
+        setup=lambda context: context.route(
+            "**/dashboard/stream", lambda route: held.append(route)
+        ),
+    )
+    expect(cell(page, "A1")).to_be_visible()
+    for _ in range(200):  # the page asked for its feed (held back here)
+        if held:
+            break
+        page.wait_for_timeout(25)
+    assert held, "the page never asked for its live feed"
+    expect(page.locator("#live")).to_have_attribute("data-state", "connecting")
+    reserved = world.call(
+        "POST",
+        "/api/v1/parcels",
+        world.admin,
+        {"cabinet": "alpha-01", "size": "s", "reference": "LATE-1", "recipient": "bo@example.org"},
+    ).json()
+    compartment = reserved["compartment"]
+    page.wait_for_timeout(300)  # the change's note went out to nobody
+    expect(cell(page, compartment)).to_have_attribute("data-state", "free")
+    held[0].continue_()
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    expect(cell(page, compartment)).to_have_attribute("data-state", "reserved")
+    assert world.call("POST", f"/api/v1/parcels/{reserved['id']}/cancel", world.admin).ok
+    expect(cell(page, compartment)).to_have_attribute("data-state", "free")
     assert world.errors[page] == []
     page.context.close()
 

@@ -1,7 +1,9 @@
 // The live feed: server-sent events from /dashboard/stream, read with fetch() and a
 // ReadableStream because EventSource cannot send the Authorization header.
 // Reconnects with a growing pause; `onNote({kind, ...})` gets every note, and a
-// {kind: "resync"} whenever notes may have been missed (re-read everything).
+// {kind: "resync"} whenever notes may have been missed (re-read everything): at every
+// "hello", the first one included, since the page read its data while the feed was
+// still connecting, and a change between that read and the feed's start sends no note.
 
 import { authHeaders } from "./api.js";
 
@@ -21,7 +23,6 @@ export function connectLive(onNote, onState = () => {}) {
     if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
-    let first = true;
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
@@ -35,9 +36,8 @@ export function connectLive(onNote, onState = () => {}) {
         if (event.name === "hello") {
           onState("live");
           pause = 500;
-          // Whatever happened while we were away: read it again.
-          if (!first) onNote({ kind: "resync" });
-          first = false;
+          // Whatever happened before the feed was live: read it again.
+          onNote({ kind: "resync" });
         } else if (event.name !== "bye") {
           onNote(event.data);
         }
