@@ -106,6 +106,18 @@ class World:
         page.wait_for_url(f"{self.base}{path}")
         return page
 
+    def reserve(self, cabinet: str, reference: str, recipient: str) -> dict[str, Any]:
+        """A small compartment of ``cabinet`` reserved through the API (as admin)."""
+        response = self.call(
+            "POST",
+            "/api/v1/parcels",
+            self.admin,
+            {"cabinet": cabinet, "size": "s", "reference": reference, "recipient": recipient},
+        )
+        response.raise_for_status()
+        parcel: dict[str, Any] = response.json()
+        return parcel
+
     def kiosk(self, cabinet: str, code: str) -> dict[str, Any]:
         request = urllib.request.Request(
             self.stack.cabinet(cabinet).kiosk_url + "/kiosk/code",
@@ -188,12 +200,7 @@ def test_the_grid_follows_a_courier_deposit_without_reload(world: World) -> None
     page = world.page(world.operator_a, "/dashboard/cabinets/alpha-01")
     expect(cell(page, "A1")).to_be_visible()
     page.evaluate("window.__notReloaded = true")
-    reserved = world.call(
-        "POST",
-        "/api/v1/parcels",
-        world.admin,
-        {"cabinet": "alpha-01", "size": "s", "reference": "DASH-1", "recipient": "ana@example.org"},
-    ).json()
+    reserved = world.reserve("alpha-01", "DASH-1", "ana@example.org")
     compartment = reserved["compartment"]
     expect(cell(page, compartment)).to_have_attribute("data-state", "reserved")
     # The courier types the deposit code at the kiosk (once the cabinet has it).
@@ -236,12 +243,7 @@ def test_a_change_made_before_the_live_feed_connects_still_reaches_the_grid(
         page.wait_for_timeout(25)
     assert held, "the page never asked for its live feed"
     expect(page.locator("#live")).to_have_attribute("data-state", "connecting")
-    reserved = world.call(
-        "POST",
-        "/api/v1/parcels",
-        world.admin,
-        {"cabinet": "alpha-01", "size": "s", "reference": "LATE-1", "recipient": "bo@example.org"},
-    ).json()
+    reserved = world.reserve("alpha-01", "LATE-1", "bo@example.org")
     compartment = reserved["compartment"]
     page.wait_for_timeout(300)  # the change's note went out to nobody
     expect(cell(page, compartment)).to_have_attribute("data-state", "free")
