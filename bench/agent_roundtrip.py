@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,14 +83,42 @@ def _nodelay(client: paho.Client) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
-    """The floor cabinet: one durable SQLite commit and an ack per command."""
-    db = sqlite3.connect(Path(workdir) / "floor.db", isolation_level=None, check_same_thread=False)
+def _durable_db(path: Path) -> sqlite3.Connection:
+    """SQLite as the agent keeps it: WAL, ``synchronous=FULL``; statements autocommit."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, at REAL)")
+    return db
+
+
+def _serve(
+    mqtt: str,
+    cabinet: str,
+    channels: tuple[Channel, ...],
+    on_message: Callable[[paho.Client, Any, paho.MQTTMessage], None],
+) -> None:
+    """Connect as ``cabinet``, subscribe to its ``channels`` and answer from paho's
+    thread; says "ready" once subscribed, and runs until the parent closes our stdin."""
     host, port = mqtt.rsplit(":", 1)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cabinet, protocol=paho.MQTTv5)
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(host, int(port))
+    _nodelay(client)
+    client.subscribe([(str(TOPICS.topic(cabinet, ch)), 1) for ch in channels])
+    client.loop_start()
+    if not subscribed.wait(30):  # the broker drops a command no subscription awaits
+        raise SystemExit(f"{cabinet}'s subscription was not acknowledged")
+    print("ready", flush=True)
+    sys.stdin.read()
+    client.loop_stop()
+
+
+def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
+    """The floor cabinet: one durable SQLite commit and an ack per command."""
+    db = _durable_db(Path(workdir) / "floor.db")
+    db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, at REAL)")
     acks = str(TOPICS.topic(cabinet, Channel.ACKS))
 
     def on_message(c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
@@ -98,34 +126,17 @@ def run_floor(mqtt: str, workdir: str, cabinet: str) -> None:
         db.execute("INSERT OR IGNORE INTO commands VALUES (?, ?)", (command_id, time.time()))
         c.publish(acks, json.dumps({"command_id": command_id}), qos=1)
 
-    subscribed = threading.Event()
-    client.on_message = on_message
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(host, int(port))
-    _nodelay(client)
-    client.subscribe(str(TOPICS.topic(cabinet, Channel.COMMANDS)), qos=1)
-    client.loop_start()
-    if not subscribed.wait(30):  # the broker drops a command no subscription awaits
-        raise SystemExit("the floor cabinet's subscription was not acknowledged")
-    print("ready", flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    client.loop_stop()
+    _serve(mqtt, cabinet, (Channel.COMMANDS,), on_message)
 
 
 def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
     """The duties cabinet: an unlock's durable work and messages, nothing more."""
     key = load_public_key(Path(public_key))
-    db = sqlite3.connect(
-        Path(workdir) / f"{cabinet}.db", isolation_level=None, check_same_thread=False
-    )
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db = _durable_db(Path(workdir) / f"{cabinet}.db")
     db.execute(
         "CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, counter INT, result TEXT)"
     )
     db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload BLOB)")
-    host, port = mqtt.rsplit(":", 1)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cabinet, protocol=paho.MQTTv5)
     events = str(TOPICS.topic(cabinet, Channel.EVENTS))
     acks = str(TOPICS.topic(cabinet, Channel.ACKS))
     seq = 0
@@ -138,29 +149,24 @@ def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
         yield
         db.execute("COMMIT")
 
+    def message(kind: str, **fields: Any) -> bytes:
+        head = {"v": 1, "id": uuid.uuid4().hex, "ts": datetime.now(UTC).isoformat()}
+        return json.dumps({**head, "cabinet": cabinet, "type": kind, **fields}).encode()
+
     def event(kind: str, compartment: str) -> bytes:
         nonlocal seq
         seq += 1
-        body = {
-            "v": 1,
-            "id": uuid.uuid4().hex,
-            "ts": datetime.now(UTC).isoformat(),
-            "cabinet": cabinet,
-            "type": kind,
-            "seq": seq,
-            "compartment": compartment,
-        }
-        payload = json.dumps(body).encode()
+        payload = message(kind, seq=seq, compartment=compartment)
         db.execute("INSERT INTO outbox VALUES (?, ?)", (seq, payload))
         return payload
 
-    def on_message(c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
-        if message.topic.endswith("/receipts"):
-            upto = json.loads(message.payload)["upto_seq"]
+    def on_message(c: paho.Client, _u: Any, delivery: paho.MQTTMessage) -> None:
+        if delivery.topic.endswith("/receipts"):
+            upto = json.loads(delivery.payload)["upto_seq"]
             db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
             return
-        verify_payload(message.payload, key)
-        command = decode(Channel.COMMANDS, message.payload)
+        verify_payload(delivery.payload, key)
+        command = decode(Channel.COMMANDS, delivery.payload)
         # Its cabinet, not expired, not replayed (the agent's checks, at their cheapest).
         if command.cabinet != cabinet or command.expires <= datetime.now(UTC):
             raise SystemExit(f"the duties cabinet got a command it must refuse: {command.id}")
@@ -173,36 +179,14 @@ def run_duties(mqtt: str, workdir: str, cabinet: str, public_key: str) -> None:
         with commit():
             opened = event("door_opened", command.compartment)
             db.execute("UPDATE commands SET result = 'opened' WHERE id = ?", (command.id,))
-        ack = {
-            "v": 1,
-            "id": uuid.uuid4().hex,
-            "ts": datetime.now(UTC).isoformat(),
-            "cabinet": cabinet,
-            "type": "ack",
-            "command_id": command.id,
-            "outcome": "opened",
-        }
-        c.publish(acks, json.dumps(ack), qos=1)
+        c.publish(acks, message("ack", command_id=command.id, outcome="opened"), qos=1)
         c.publish(events, unlocked, qos=1)
         c.publish(events, opened, qos=1)
         with commit():
             closed = event("door_closed", command.compartment)
         c.publish(events, closed, qos=1)
 
-    subscribed = threading.Event()
-    client.on_message = on_message
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(host, int(port))
-    _nodelay(client)
-    client.subscribe(
-        [(str(TOPICS.topic(cabinet, ch)), 1) for ch in (Channel.COMMANDS, Channel.RECEIPTS)]
-    )
-    client.loop_start()
-    if not subscribed.wait(30):
-        raise SystemExit("the duties cabinet's subscription was not acknowledged")
-    print("ready", flush=True)
-    sys.stdin.read()
-    client.loop_stop()
+    _serve(mqtt, cabinet, (Channel.COMMANDS, Channel.RECEIPTS), on_message)
 
 
 class _Cloud:
